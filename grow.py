@@ -1,0 +1,365 @@
+"""
+Train a Transformer from scratch or progressively (growing it) and account for every FLOP.
+
+    python grow.py                                   # GPT on the offline stdlib corpus, default method
+    python grow.py --model bert --method scratch --size tiny --max_steps 600
+    python grow.py --resume --out_dir out            # continue an interrupted run exactly
+
+Read top-down: flags, then `train` (the loop: evaluate, checkpoint, step, log), then the helpers it calls.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+import data
+from data import InputError
+from model import SIZES, Config, Transformer, config_for, flops_per_step
+
+METHODS = ('scratch',)
+DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
+# bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
+# flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
+RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens'}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage + message
+        print(f"grow.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def get_parser():
+    p = Parser(description='Progressive training of GPT and BERT (nanogrow).')
+    a = p.add_argument
+    a('--model', default='gpt', choices=('gpt', 'bert'), help='gpt: causal LM; bert: masked LM')
+    a('--size', default='auto', choices=('auto',) + tuple(SIZES), help='auto: small on CUDA, tiny on CPU')
+    for name in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size', 'vocab_size'):
+        a(f'--{name}', type=int, default=None, help='override the size')
+    a('--dropout', type=float, default=0.0)
+    a('--bias', type=int, default=1, choices=(0, 1))
+    a('--method', default='scratch', choices=METHODS)
+    a('--data', default=DEFAULT_DATA, help='a folder prepared by data.py (the default is prepared if missing)')
+    a('--out_dir', default='out')
+    a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
+    a('--batch_size', type=int, default=32, help='sequences per micro-batch')
+    a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
+    a('--lr', type=float, default=1e-3, help='peak learning rate')
+    a('--min_lr', type=float, default=None, help='final learning rate (default lr/10)')
+    a('--warmup', type=int, default=None, help='linear warmup steps (default 5%% of max_steps)')
+    a('--decay', default='cosine', choices=('cosine', 'linear'))
+    a('--weight_decay', type=float, default=0.1)
+    a('--grad_clip', type=float, default=1.0, help='0 disables clipping')
+    a('--eval_interval', type=int, default=100)
+    a('--eval_batches', type=int, default=20)
+    a('--log_interval', type=int, default=10)
+    a('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    a('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16'), help='auto: bfloat16 on CUDA')
+    a('--compile', action='store_true', help='torch.compile each block')
+    a('--seed', type=int, default=1337)
+    a('--resume', action='store_true', help='continue from out_dir/ckpt.pt with its flags')
+    a('--stop_at', type=int, default=None, help='stop after this step with a checkpoint (resume later)')
+    a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
+    return p
+
+
+def parse_args(argv=None):
+    """Flags, validated; with --resume, the checkpoint's flags (a resumed run is the same run)."""
+    p = get_parser()
+    args = p.parse_args(argv)
+    for action in p._actions:  # parse again without defaults: only the flags typed on the command line
+        action.default = argparse.SUPPRESS
+    explicit = vars(p.parse_args(argv))
+    if args.resume:
+        path = os.path.join(args.out_dir, 'ckpt.pt')
+        if not os.path.isfile(path):
+            raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
+        saved = torch.load(path, map_location='cpu', weights_only=False)['args']
+        for k, v in explicit.items():
+            if k not in RESUMABLE and saved.get(k) != v:
+                raise InputError(f"--{k} {v} differs from the checkpoint's {saved.get(k)} ({path}); a resumed "
+                                 f"run keeps its flags except {', '.join(sorted(RESUMABLE))}")
+        typed = {k: v for k, v in explicit.items() if k in RESUMABLE}
+        args = argparse.Namespace(**{**saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
+    for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval', 'eval_batches', 'log_interval'):
+        if getattr(args, k) <= 0:
+            raise InputError(f"--{k} must be a positive integer, got {getattr(args, k)}")
+    if args.warmup is not None and not 0 <= args.warmup < args.max_steps:
+        raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
+    if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
+        raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
+    if not 0 <= args.dropout < 1:
+        raise InputError(f"--dropout must be in [0, 1), got {args.dropout}")
+    return args
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+def train(args):
+    """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps)."""
+    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+    if args.size == 'auto':
+        args.size = 'small' if device == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {device}")
+    dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if device == 'cuda' else 'float32')
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
+    meta, train_tokens, val_tokens = load_data(args.data)
+    cfg = model_config(args, meta)
+    ckpt_path = os.path.join(args.out_dir, 'ckpt.pt')
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False) if args.resume else None
+
+    torch.manual_seed(args.seed)
+    model = Transformer(Config(**ckpt['config']) if ckpt else cfg).to(device)
+    cfg = model.cfg
+    optimizer = make_optimizer(model, args, device)
+    batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed)
+    evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
+    run = dict(step=0, tokens=0, flops=0.0, train_time=0.0)  # everything the log's x-axes need
+    if ckpt:
+        model.load_state_dict(ckpt['model'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        run = ckpt['run']
+        batches.rng.bit_generator.state = ckpt['data_rng']
+        torch.set_rng_state(ckpt['torch_rng'])
+        print(f"resumed {ckpt_path} at step {run['step']}")
+    if args.compile:
+        for block in model.blocks:
+            block.compile()
+    os.makedirs(args.out_dir, exist_ok=True)
+    log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run['step'] if ckpt else None)
+    print(f"{cfg.kind} {args.size}: {model.num_params() / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
+          f"n_embd {cfg.n_embd}, T {cfg.block_size}, {args.method} on {device} ({dtype}), {args.max_steps} steps "
+          f"of {args.batch_size * args.grad_accum * cfg.block_size:,} tokens")
+    peak = peak_flops(device)
+    # train_time is wall time spent training (evaluation and checkpoints excluded), read only after a sync
+    t_mark, session_steps, session_time = time.perf_counter(), 0, 0.0
+    last = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops'])  # at the last log line
+
+    def clock():
+        nonlocal t_mark, session_time
+        if device == 'cuda':
+            torch.cuda.synchronize()  # kernels are queued: the time is only honest once they have run
+        now = time.perf_counter()
+        run['train_time'] += now - t_mark
+        session_time += now - t_mark
+        t_mark = now
+
+    while True:
+        step = run['step']
+        if step % args.eval_interval == 0 or step == args.max_steps or step == args.stop_at:
+            clock()
+            val = evaluate(model, evals, ctx, device)
+            log.write(type='eval', step=step, val_loss=val, tokens=run['tokens'], flops=run['flops'],
+                      time=run['train_time'], depth=cfg.n_layer)
+            print(f"eval step {step}: val loss {val:.4f}")
+            save_checkpoint(ckpt_path, model, optimizer, args, run, batches)
+            t_mark = time.perf_counter()
+        if step == args.max_steps or step == args.stop_at:
+            break
+
+        # one optimizer step: grad_accum micro-batches at the depth the model executes
+        lr = lr_at(step, args)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        depth = len(model.blocks)
+        loss_sum, head_tokens = torch.zeros((), device=device), 0
+        for _ in range(args.grad_accum):
+            x, y = batches.next(args.batch_size, cfg.block_size)
+            head_tokens += int((y != -100).sum()) if cfg.kind == 'bert' else y.numel()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with ctx:
+                _, loss = model(x, y, depth=depth)
+            (loss / args.grad_accum).backward()
+            loss_sum += loss.detach()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens = args.batch_size * args.grad_accum * cfg.block_size
+        flops = flops_per_step(model.cfg, depth, tokens, cfg.block_size, head_tokens)
+        run.update(step=step + 1, tokens=run['tokens'] + tokens, flops=run['flops'] + flops)
+        session_steps += 1
+
+        if run['step'] % args.log_interval == 0:
+            clock()
+            dt = run['train_time'] - last['time']
+            mfu = (run['flops'] - last['flops']) / dt / peak if peak else None
+            eta = (args.max_steps - run['step']) * session_time / session_steps
+            rec = log.write(type='train', step=run['step'], loss=loss_sum.item() / args.grad_accum, lr=lr,
+                            depth=depth, stage=1, tokens=run['tokens'], flops=run['flops'],
+                            time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu)
+            print(f"step {rec['step']}/{args.max_steps} | stage 1/1 | depth {depth} | loss {rec['loss']:.4f} | "
+                  f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
+                  f"{human(rec['tok_per_s'])} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
+                  f" | eta {duration(eta)}")
+            last = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops'])
+
+    if run['step'] == args.max_steps and args.sample_tokens > 0:
+        show_sample(model, val_tokens, meta, device, args.sample_tokens)
+    elif run['step'] < args.max_steps:
+        print(f"stopped at step {run['step']}; continue with: python grow.py --resume --out_dir {args.out_dir}")
+    return dict(step=run['step'], val_loss=val, flops=run['flops'], tokens=run['tokens'])
+
+
+# ----------------------------------------------------------------------------- helpers of the loop
+
+def load_data(path):
+    """The prepared corpus; the default one is prepared on first use (offline: stdlib + byte)."""
+    if path == DEFAULT_DATA and not os.path.isfile(os.path.join(path, 'meta.json')):
+        print(f"{path} not found: preparing it (stdlib .py files, byte tokenizer, offline)")
+        data.prepare('stdlib', 'byte', path, verbose=False)
+    elif not os.path.isdir(path):
+        raise InputError(f"--data {path}: no such folder; prepare one with `python data.py --out_dir {path}`")
+    return data.load(path)
+
+
+def model_config(args, meta):
+    """The target Config from --size and its overrides, checked against the data."""
+    need = data.model_vocab(meta['vocab_size'])
+    if args.vocab_size is not None and args.vocab_size < meta['vocab_size'] + 1:
+        raise InputError(f"{args.data}/meta.json: vocabulary of {meta['vocab_size']} tokens (+[MASK]) exceeds "
+                         f"--vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or omit it: {need})")
+    cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
+                     n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
+                     bias=bool(args.bias))
+    for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
+        if getattr(cfg, k) <= 0:
+            raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+    if cfg.n_embd % cfg.n_head:
+        raise InputError(f"--n_embd {cfg.n_embd} is not divisible by --n_head {cfg.n_head}")
+    return cfg
+
+
+def make_optimizer(model, args, device):
+    """AdamW; weight decay on matrices and embeddings only, never on biases and LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=args.weight_decay),
+              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device == 'cuda')
+
+
+def lr_at(step, args):
+    """Linear warmup, then cosine or linear decay to min_lr, over the whole run (growth never restarts it)."""
+    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
+    min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, args.max_steps - warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.decay == 'cosine' else 1 - progress
+    return min_lr + shape * (args.lr - min_lr)
+
+
+@torch.no_grad()
+def evaluate(model, evals, ctx, device, depth=None):
+    """Mean loss over the fixed evaluation batches, at the full target depth L."""
+    model.eval()
+    losses = []
+    for x, y in evals:
+        with ctx:
+            losses.append(model(x.to(device), y.to(device), depth=depth or model.cfg.n_layer)[1].item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def save_checkpoint(path, model, optimizer, args, run, batches):
+    """Everything a resumed run needs to continue bit for bit; written atomically (temp file + rename)."""
+    state = dict(config=asdict(model.cfg), model=model.state_dict(), optimizer=optimizer.state_dict(),
+                 args=vars(args), run=dict(run), data_rng=batches.rng.bit_generator.state,
+                 torch_rng=torch.get_rng_state())
+    torch.save(state, path + '.tmp')
+    os.replace(path + '.tmp', path)
+
+
+class Log:
+    """JSON lines in out_dir/log.jsonl, one record per log step and per evaluation, for plotting.
+    On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone)."""
+
+    def __init__(self, path, resume_step=None):
+        self.path = path
+        records = []
+        if resume_step is not None and os.path.isfile(path):
+            with open(path) as f:
+                records = [r for r in map(json.loads, f) if r['step'] < resume_step or
+                           (r['step'] == resume_step and r['type'] != 'eval')]
+        with open(path + '.tmp', 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in records)
+        os.replace(path + '.tmp', path)
+
+    def write(self, **record):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        return record
+
+
+def peak_flops(device):
+    if device != 'cuda':
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS if k in name), None)
+
+
+def human(n):
+    for unit in ('', 'k', 'M', 'G', 'T'):
+        if abs(n) < 1000:
+            return f"{n:.1f}{unit}" if unit else f"{n:.0f}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def duration(s):
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+# ----------------------------------------------------------------------------- what the model learned
+
+@torch.no_grad()
+def show_sample(model, val_tokens, meta, device, n_tokens, seed=0):
+    """GPT: continue the start of a file. BERT: fill 15% masked positions of a validation window."""
+    enc = data.get_tokenizer(meta['tokenizer'])
+    model.eval()
+    g = torch.Generator(device='cpu').manual_seed(seed)
+    if model.cfg.kind == 'gpt':
+        idx = torch.tensor([[meta['eot_id']]], device=device)
+        for _ in range(n_tokens):
+            logits = model(idx[:, -model.cfg.block_size:], depth=model.cfg.n_layer)[0][:, -1].float().cpu()
+            logits[:, meta['n_ordinary']:] = -float('inf')  # no special, [MASK] or padding ids in the text
+            probs = torch.softmax(logits / 0.8, dim=-1)
+            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=g).to(device)], dim=1)
+        print(f"--- sample ---\n{enc.decode(idx[0, 1:].tolist())}\n--------------")
+    else:
+        T = min(model.cfg.block_size, n_tokens, len(val_tokens))
+        x = torch.from_numpy(val_tokens[:T].astype(np.int64))[None]
+        chosen = torch.rand(x.shape, generator=g) < 0.15
+        masked = torch.where(chosen, meta['mask_id'], x)
+        logits = model(masked.to(device), depth=model.cfg.n_layer)[0].float().cpu()
+        logits[..., meta['n_ordinary']:] = -float('inf')
+        filled = torch.where(chosen, logits.argmax(-1), x)
+        blank = enc.encode_ordinary('_')[0]
+        acc = (filled[chosen] == x[chosen]).float().mean().item() if chosen.any() else float('nan')
+        print(f"--- fill the mask ({int(chosen.sum())} masked, {100 * acc:.0f}% right) ---\n"
+              f"masked: {enc.decode(torch.where(chosen, blank, x)[0].tolist())!r}\n"
+              f"filled: {enc.decode(filled[0].tolist())!r}\n"
+              f"truth:  {enc.decode(x[0].tolist())!r}\n--------------")
+    model.train()
+
+
+def main(argv=None):
+    try:
+        return train(parse_args(argv))
+    except InputError as e:
+        print(f"grow.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()

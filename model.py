@@ -1,0 +1,188 @@
+"""
+The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, masked LM) in one class.
+
+The one idea that makes progressive training possible lives in `Transformer.forward`: the model *owns*
+k weight blocks but can *execute* any depth d >= k, executed layer t using block `map_layers(k, d)[t]`
+(Apollo's shared-weight depth, SPEC section 1). With d == k it is an ordinary Transformer.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Target sizes (SPEC section 1; small/base/large are Apollo's Table 5). block_size is (bert, gpt).
+SIZES = {
+    'tiny':  dict(n_layer=12, n_embd=128, n_head=4, block_size=(128, 128)),
+    'small': dict(n_layer=12, n_embd=512, n_head=8, block_size=(512, 1024)),
+    'base':  dict(n_layer=12, n_embd=768, n_head=12, block_size=(512, 1024)),
+    'large': dict(n_layer=24, n_embd=1024, n_head=16, block_size=(512, 1024)),
+}
+
+
+@dataclass
+class Config:
+    kind: str = 'gpt'         # 'gpt' (pre-LN, causal LM) or 'bert' (post-LN, masked LM)
+    vocab_size: int = 320     # padded to a multiple of 64; for BERT it includes the [MASK] id
+    block_size: int = 128     # longest sequence (learned position table)
+    n_layer: int = 12         # L: the target depth, what evaluation runs
+    n_head: int = 4
+    n_embd: int = 128
+    d_ff: int = 512           # FFN hidden width (4 * n_embd by default)
+    dropout: float = 0.0
+    bias: bool = True
+    n_blocks: int = 0         # k: weight blocks owned now (0 means n_layer); growth raises it
+
+    def __post_init__(self):
+        self.n_blocks = self.n_blocks or self.n_layer
+
+
+def config_for(kind, size, vocab_size, **overrides):
+    """The Config of a named size, with flag overrides (None means keep the size's value)."""
+    s = dict(SIZES[size])
+    s['block_size'] = s['block_size'][kind == 'gpt']
+    s.update({k: v for k, v in overrides.items() if v is not None})
+    s.setdefault('d_ff', 4 * s['n_embd'])
+    return Config(kind=kind, vocab_size=vocab_size, **s)
+
+
+def map_layers(k, d, how='interpolate'):
+    """Block index used by each of the d executed layers of a model owning k blocks (SPEC section 1).
+
+    interpolate (Apollo Eq. 12, its default): w(t) = (t * k) // d, e.g. k=3, d=7 -> 0,0,0,1,1,2,2.
+      Integer arithmetic on purpose: the official int(t / (d / k)) rounds wrongly for some k >= 14.
+    stack (StackBERT; Apollo Eq. 11): w(t) = t % k, e.g. k=3, d=7 -> 0,1,2,0,1,2,0.
+    """
+    if not k <= d:
+        raise ValueError(f"depth {d} is smaller than the {k} blocks the model owns")
+    if how == 'interpolate':
+        return [(t * k) // d for t in range(d)]
+    if how == 'stack':
+        return [t % k for t in range(d)]
+    raise ValueError(f"unknown layer map {how!r}; valid: interpolate, stack")
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, cfg.kind == 'gpt'
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        # flash / memory-efficient kernels where available; BERT sees both directions
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return F.dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)), self.dropout, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, cfg.d_ff, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.d_ff, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x):
+        return F.dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """GPT: pre-LN, x + attn(ln1(x)). BERT: post-LN as in the original, ln1(x + attn(x))."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.pre_ln = cfg.kind == 'gpt'
+        self.ln_1, self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias), nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn, self.mlp = SelfAttention(cfg), MLP(cfg)
+
+    def forward(self, x):
+        if self.pre_ln:
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x))
+        return self.ln_2(x + self.mlp(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
+        if cfg.kind == 'gpt':
+            self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        else:  # BERT: LayerNorm after the embeddings, and the MLM transform before the tied decoder
+            self.ln_emb = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+            self.mlm_dense = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+            self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+            self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.apply(self._init_weights)
+        # residual output projections get std 0.02/sqrt(2L) (GPT-2), so the stream's variance does not grow with L
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, idx, targets=None, depth=None, layer_map='interpolate'):
+        """Run `depth` layers (default: one per owned block) through `map_layers`.
+
+        GPT: targets are the next tokens; without targets only the last position's logits are returned.
+        BERT: targets hold the original ids at masked positions and -100 elsewhere; the MLM head runs on
+        the masked positions only (it would be most of the FLOPs otherwise). Without targets: all positions.
+        Returns (logits, loss or None).
+        """
+        cfg = self.cfg
+        T = idx.size(1)
+        if T > cfg.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {cfg.block_size}")
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        if cfg.kind == 'bert':
+            x = self.ln_emb(x)
+        x = F.dropout(x, cfg.dropout, self.training)
+        for i in map_layers(len(self.blocks), depth or len(self.blocks), layer_map):
+            x = self.blocks[i](x)
+        if cfg.kind == 'gpt':
+            x = self.ln_f(x)
+            if targets is None:
+                return x[:, -1:] @ self.wte.weight.T, None
+            logits = x @ self.wte.weight.T
+            return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if targets is not None:
+            keep = targets != -100
+            x, targets = x[keep], targets[keep]
+        logits = self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
+        return logits, None if targets is None else F.cross_entropy(logits.float(), targets)
+
+    def num_params(self):
+        """Unique parameters (the tied head counted once, shared blocks counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None):
+    """Training FLOPs (forward + backward) of one optimizer step, SPEC section 4 (PaLM appendix B):
+
+        6 * N_exec * tokens + 12 * L_exec * n_embd * T * tokens
+
+    N_exec: matmul parameters a token passes through at the depth actually *executed* (shared blocks
+    count once per use), plus the LM head for the tokens that reach it: every token for GPT, only the
+    masked ones for BERT (`head_tokens`, default 15% of tokens). The second term is attention's
+    QK^T and AV, counted over the full T x T (nanoGPT's convention, also for causal).
+    """
+    C, H = cfg.n_embd, cfg.d_ff
+    per_layer = 4 * C * C + 2 * C * H          # qkv + attention out + the two FFN matrices
+    head = C * cfg.vocab_size + (C * C if cfg.kind == 'bert' else 0)  # tied decoder (+ BERT's MLM dense)
+    if head_tokens is None:
+        head_tokens = tokens if cfg.kind == 'gpt' else 0.15 * tokens
+    return 6 * depth * per_layer * tokens + 6 * head * head_tokens + 12 * depth * C * seq_len * tokens
+

@@ -1,0 +1,247 @@
+"""nanogrow's tests: CPU only, tiny models, fixed seeds. Run: python -m pytest -q test_grow.py"""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import data
+import grow
+from model import Config, Transformer, flops_per_step, map_layers
+
+# a model small enough for many short runs: 2 layers of width 32 on 32-token windows
+TINY = ['--n_layer', '2', '--n_embd', '32', '--n_head', '2', '--block_size', '32', '--batch_size', '8',
+        '--eval_batches', '2', '--sample_tokens', '0', '--size', 'tiny', '--device', 'cpu']
+
+
+@pytest.fixture(scope='session')
+def corpus(tmp_path_factory):
+    """A capped stdlib corpus with the offline byte tokenizer (no network)."""
+    return data.prepare('stdlib', 'byte', str(tmp_path_factory.mktemp('data') / 'stdlib'), max_bytes=400_000,
+                        verbose=False)
+
+
+def run(corpus, out, *flags):
+    return grow.main(TINY + ['--data', corpus, '--out_dir', str(out)] + [str(f) for f in flags])
+
+
+def records(out, kind):
+    with open(os.path.join(out, 'log.jsonl')) as f:
+        return [r for r in map(json.loads, f) if r['type'] == kind]
+
+
+def small(kind, **kw):
+    return Config(**{**dict(kind=kind, vocab_size=320, block_size=16, n_layer=3, n_head=2, n_embd=32,
+                            d_ff=64), **kw})
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_byte_tokenizer_round_trip():
+    enc = data.get_tokenizer('byte')
+    text = 'def f(x):\n    return "héllo ✓"  # ünïcode\n'
+    ids = enc.encode_ordinary(text)
+    assert ids == list(text.encode('utf-8'))  # one token per byte
+    assert enc.decode(ids) == text
+    assert enc.encode('<|endoftext|>', allowed_special='all') == [256] and enc.n_vocab == 257
+
+
+def test_prepare_capped_stdlib(corpus):
+    meta, train, val = data.load(corpus)
+    assert meta['tokenizer'] == 'byte' and meta['vocab_size'] == 257 and meta['dtype'] == 'uint16'
+    assert meta['mask_id'] == 257 and meta['eot_id'] == 256 and meta['n_ordinary'] == 256
+    assert len(train) == meta['train_tokens'] and len(val) == meta['val_tokens']
+    # the cap bounds the characters read; every document ends with <|endoftext|>
+    assert 300_000 < len(train) + len(val) < 420_000 and 0.02 < len(val) / (len(train) + len(val)) < 0.25
+    assert train.max() <= 256 and (train == 256).sum() >= 5
+    assert not any(f.endswith('.tmp') for f in os.listdir(corpus))
+    assert data.model_vocab(257) == 320 and data.model_vocab(50257) == 50304
+
+
+def test_gpt_batches_are_shifted_windows(corpus):
+    meta, train, _ = data.load(corpus)
+    x, y = data.Batches(train, 'gpt', meta, seed=0).next(4, 16)
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_mlm_masking_rates(corpus):
+    meta, train, _ = data.load(corpus)
+    x, labels = data.Batches(train, 'bert', meta, seed=0).next(512, 64)  # 32768 positions
+    chosen = labels != -100
+    assert abs(chosen.float().mean().item() - 0.15) < 0.01
+    orig = labels[chosen]
+    got = x[chosen]
+    frac_mask = (got == meta['mask_id']).float().mean().item()
+    frac_same = (got == orig).float().mean().item()  # includes random tokens that happen to equal the original
+    assert abs(frac_mask - 0.8) < 0.02 and abs(frac_same - 0.1) < 0.02
+    assert got.max() <= meta['mask_id'] and (x[~chosen] != meta['mask_id']).all()
+
+
+def test_eval_batches_are_fixed(corpus):
+    meta, _, val = data.load(corpus)
+    a = data.eval_batches(val, 'bert', meta, 3, 4, 16)
+    b = data.eval_batches(val, 'bert', meta, 3, 4, 16)
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+
+
+# ----------------------------------------------------------------------------- models
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_shapes(kind):
+    torch.manual_seed(0)
+    m = Transformer(small(kind))
+    x = torch.randint(0, 256, (2, 16))
+    logits, loss = m(x)
+    assert logits.shape == ((2, 1, 320) if kind == 'gpt' else (2, 16, 320)) and loss is None
+    y = torch.randint(0, 256, (2, 16))
+    y = y if kind == 'gpt' else torch.where(torch.arange(16) % 5 == 0, y, -100)
+    logits, loss = m(x, y)
+    assert logits.shape == ((2, 16, 320) if kind == 'gpt' else (8, 320))  # BERT: masked positions only
+    assert abs(loss.item() - np.log(320)) < 0.3  # near uniform at init
+
+
+def test_causality():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (1, 16))
+    x2 = x.clone()
+    x2[0, 10] = (x[0, 10] + 1) % 256
+    gpt, bert = Transformer(small('gpt')), Transformer(small('bert'))
+    g1, g2 = gpt(x, x)[0], gpt(x2, x2)[0]  # with targets: logits at every position
+    assert torch.equal(g1[:, :10], g2[:, :10]) and not torch.allclose(g1[:, 10:], g2[:, 10:])
+    b1, b2 = bert(x)[0], bert(x2)[0]
+    assert not torch.allclose(b1[:, :10], b2[:, :10])  # BERT looks both ways
+
+
+def test_layer_map_examples():
+    assert map_layers(3, 7) == [0, 0, 0, 1, 1, 2, 2]
+    assert map_layers(3, 7, 'stack') == [0, 1, 2, 0, 1, 2, 0]
+    assert map_layers(5, 5) == map_layers(5, 5, 'stack') == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        map_layers(4, 3)
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+@pytest.mark.parametrize('how', ['interpolate', 'stack'])
+def test_shared_depth_equals_unshared_copy(kind, how):
+    """k blocks run at depth d compute what a d-block model holding the mapped copies computes."""
+    torch.manual_seed(0)
+    shared = Transformer(small(kind, n_layer=7, n_blocks=3))
+    unshared = Transformer(small(kind, n_layer=7))
+    unshared.load_state_dict({k: v for k, v in shared.state_dict().items() if not k.startswith('blocks.')},
+                             strict=False)
+    for t, i in enumerate(map_layers(3, 7, how)):
+        unshared.blocks[t].load_state_dict(shared.blocks[i].state_dict())
+    x = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(shared(x, depth=7, layer_map=how)[0], unshared(x)[0], rtol=0, atol=0)
+    assert not torch.allclose(shared(x, depth=3)[0], unshared(x)[0])
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+@pytest.mark.parametrize('depth', [2, 4])
+def test_flops_match_flop_counter(kind, depth):
+    torch.manual_seed(0)
+    cfg = Config(kind=kind, vocab_size=320, block_size=64, n_layer=4, n_head=4, n_embd=64, d_ff=256,
+                 n_blocks=2)
+    m = Transformer(cfg)
+    x, y = torch.randint(0, 256, (4, 64)), torch.randint(0, 256, (4, 64))
+    if kind == 'bert':
+        y = torch.where(torch.rand(4, 64) < 0.15, y, -100)
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:  # the math backend's matmuls are what the counter sees
+        m(x, y, depth=depth)[1].backward()
+    ours = flops_per_step(cfg, depth, x.numel(), 64, int((y != -100).sum()))
+    assert abs(ours / counter.get_total_flops() - 1) < 0.05
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_loss_falls(corpus, tmp_path, kind):
+    summary = run(corpus, tmp_path, '--model', kind, '--max_steps', 40, '--eval_interval', 40,
+                  '--log_interval', 5, '--lr', '3e-3')
+    evals = records(tmp_path, 'eval')
+    assert evals[0]['step'] == 0 and evals[-1]['step'] == 40
+    assert evals[-1]['val_loss'] < evals[0]['val_loss'] - 1.5, evals  # from ln(320) = 5.8 to clearly below
+    assert summary['val_loss'] == evals[-1]['val_loss'] and summary['tokens'] == 40 * 8 * 32
+    train = records(tmp_path, 'train')
+    assert [r['step'] for r in train] == list(range(5, 41, 5))
+    assert train[-1]['flops'] == pytest.approx(summary['flops']) and summary['flops'] > 0
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_resume_gives_identical_losses(corpus, tmp_path, kind):
+    flags = ['--model', kind, '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1]
+    run(corpus, tmp_path / 'full', *flags)
+    run(corpus, tmp_path / 'half', *flags, '--stop_at', 8)
+    assert records(tmp_path / 'half', 'train')[-1]['step'] == 8
+    grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
+    full, half = records(tmp_path / 'full', 'train'), records(tmp_path / 'half', 'train')
+    assert [r['step'] for r in half] == list(range(1, 17))
+    assert [r['loss'] for r in half] == [r['loss'] for r in full]  # bit for bit
+    assert [r['val_loss'] for r in records(tmp_path / 'half', 'eval')] == \
+           [r['val_loss'] for r in records(tmp_path / 'full', 'eval')]
+
+
+def test_checkpoint_is_complete_and_atomic(corpus, tmp_path):
+    run(corpus, tmp_path, '--max_steps', 4, '--eval_interval', 2)
+    assert sorted(os.listdir(tmp_path)) == ['ckpt.pt', 'log.jsonl']  # no temporary file left
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
+    assert ck['run']['step'] == 4 and ck['config']['n_blocks'] == 2 and ck['args']['max_steps'] == 4
+    assert {'model', 'optimizer', 'data_rng', 'torch_rng'} <= set(ck)
+
+
+def test_lr_schedule():
+    args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
+    lrs = [grow.lr_at(s, args) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def fails(capsys, argv, *needles):
+    with pytest.raises(SystemExit) as e:
+        grow.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_bad_flags(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
+    fails(capsys, base + ['--method', 'nope'], '--method', 'scratch')
+    fails(capsys, base + ['--model', 'roberta'], '--model', 'gpt', 'bert')
+    fails(capsys, base + ['--size', 'huge'], '--size', 'tiny')
+    fails(capsys, base + ['--n_embd', '100', '--n_head', '3'], '--n_embd 100', '--n_head 3')
+    fails(capsys, base + ['--max_steps', '0'], '--max_steps')
+    fails(capsys, base + ['--batch_size', '-2'], '--batch_size')
+    fails(capsys, base + ['--data', str(tmp_path / 'missing')], '--data', 'missing')
+    fails(capsys, base + ['--vocab_size', '200'], 'meta.json', '--vocab_size 200')
+    fails(capsys, base + ['--resume'], '--resume', 'ckpt.pt')
+    assert not (tmp_path / 'o').exists()  # nothing written for a refused run
+
+
+def test_damaged_bin(capsys, corpus, tmp_path):
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    for f in ('meta.json', 'val.bin'):
+        (bad / f).write_bytes(open(os.path.join(corpus, f), 'rb').read())
+    (bad / 'train.bin').write_bytes(b'\x00' * 1001)  # odd size for uint16
+    fails(capsys, ['--data', str(bad), '--out_dir', str(tmp_path / 'o')], 'train.bin', 'multiple', 'uint16')
+
+
+def test_checkpoint_of_another_kind(capsys, corpus, tmp_path):
+    run(corpus, tmp_path, '--model', 'bert', '--max_steps', 2)
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path), '--model', 'gpt'], '--model gpt', 'bert')
+
+
+def test_data_cli_errors(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        data.main(['--source', str(tmp_path / 'nothing'), '--out_dir', str(tmp_path / 'x')])
+    assert e.value.code == 2 and '--source' in capsys.readouterr().err
+    assert not (tmp_path / 'x').exists()
