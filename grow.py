@@ -14,16 +14,22 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
 
 import data
 from data import InputError
-from model import SIZES, Config, Transformer, config_for, flops_per_step
+from model import SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, num_params
 
-METHODS = ('scratch',)
+# Each method: its default depth schedule for a target of L layers (weight blocks per stage), the fractions of
+# the budget where each next stage starts, and how blocks are copied at a growth (SPEC section 3).
+METHODS = {
+    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op='interpolate'),
+    'stack':       dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='stack'),
+    'interpolate': dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='interpolate'),
+}
 DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
@@ -46,7 +52,14 @@ def get_parser():
         a(f'--{name}', type=int, default=None, help='override the size')
     a('--dropout', type=float, default=0.0)
     a('--bias', type=int, default=1, choices=(0, 1))
-    a('--method', default='scratch', choices=METHODS)
+    a('--method', default='scratch', choices=tuple(METHODS))
+    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's)")
+    a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
+    a('--depth_op', default=None, choices=('stack', 'interpolate', 'identity'), help="how depth grows "
+      "(default: the method's); identity = interpolate with zeroed output projections (pre-LN GPT only)")
+    a('--opt_state', default='copy', choices=('copy', 'reset'),
+      help='AdamW moments at a growth: copied through the same map as the weights, or started afresh')
+    a('--rewarmup', type=int, default=0, help='steps of linear LR re-warmup after each growth')
     a('--data', default=DEFAULT_DATA, help='a folder prepared by data.py (the default is prepared if missing)')
     a('--out_dir', default='out')
     a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
@@ -69,6 +82,20 @@ def get_parser():
     a('--stop_at', type=int, default=None, help='stop after this step with a checkpoint (resume later)')
     a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
     return p
+
+
+def int_list(text):
+    try:
+        return [int(v) for v in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 3,6,12")
+
+
+def float_list(text):
+    try:
+        return [float(v) for v in text.split(',')] if text else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.125,0.3")
 
 
 def parse_args(argv=None):
@@ -98,7 +125,41 @@ def parse_args(argv=None):
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
     if not 0 <= args.dropout < 1:
         raise InputError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.rewarmup < 0:
+        raise InputError(f"--rewarmup must be 0 or a positive number of steps, got {args.rewarmup}")
     return args
+
+
+def schedule(args, L, kind):
+    """(stages, starts, depth_op): weight blocks per stage, the step where each stage starts, the operator."""
+    m = METHODS[args.method]
+    if args.method == 'scratch' and (args.stages or args.stage_at or args.depth_op):
+        raise InputError("--method scratch trains the target from the first step; --stages, --stage_at and "
+                         "--depth_op need a growth method (stack, interpolate)")
+    stages = args.stages if args.stages is not None else m['stages'](L)
+    stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
+    op = args.depth_op or m['depth_op']
+    if any(b <= a for a, b in zip(stages, stages[1:])) or stages[0] < 1:
+        raise InputError(f"--stages {fmt(stages)} must be positive and strictly increasing")
+    if stages[-1] != L:
+        raise InputError(f"--stages {fmt(stages)} must end with n_layer = {L}")
+    if len(stage_at) != len(stages) - 1:
+        raise InputError(f"--stage_at {fmt(stage_at)} needs {len(stages) - 1} fractions, one per stage after "
+                         f"the first of --stages {fmt(stages)}")
+    if any(b <= a for a, b in zip(stage_at, stage_at[1:])) or any(not 0 < f < 1 for f in stage_at):
+        raise InputError(f"--stage_at {fmt(stage_at)} must be strictly increasing inside (0, 1)")
+    if op == 'identity' and kind != 'gpt':
+        raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with --model gpt")
+    return stages, [0] + [round(f * args.max_steps) for f in stage_at], op
+
+
+def stage_of(step, starts):
+    """Index of the stage that trains `step` (stages whose start rounds to the same step are skipped)."""
+    return max(i for i, s in enumerate(starts) if s <= step)
+
+
+def fmt(values):
+    return ','.join(str(v) for v in values)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -115,12 +176,15 @@ def train(args):
     ctx = torch.autocast(device, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
     meta, train_tokens, val_tokens = load_data(args.data)
     cfg = model_config(args, meta)
+    stages, starts, depth_op = schedule(args, cfg.n_layer, cfg.kind)
+    if starts[-1] >= args.max_steps:
+        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps {args.max_steps}: "
+                         f"it would never train; use earlier fractions or more steps")
     ckpt_path = os.path.join(args.out_dir, 'ckpt.pt')
     ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False) if args.resume else None
 
     torch.manual_seed(args.seed)
-    model = Transformer(Config(**ckpt['config']) if ckpt else cfg).to(device)
-    cfg = model.cfg
+    model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, n_blocks=stages[0])).to(device)
     optimizer = make_optimizer(model, args, device)
     batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed)
     evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
@@ -137,9 +201,12 @@ def train(args):
             block.compile()
     os.makedirs(args.out_dir, exist_ok=True)
     log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run['step'] if ckpt else None)
-    print(f"{cfg.kind} {args.size}: {model.num_params() / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
+    n_params = num_params(model) + (cfg.n_layer - len(model.blocks)) * num_params(model.blocks[0])
+    print(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, "
           f"n_embd {cfg.n_embd}, T {cfg.block_size}, {args.method} on {device} ({dtype}), {args.max_steps} steps "
           f"of {args.batch_size * args.grad_accum * cfg.block_size:,} tokens")
+    if len(stages) > 1:
+        print(f"stages of {fmt(stages)} blocks from steps {fmt(starts)}, growing by {depth_op}")
     peak = peak_flops(device)
     # train_time is wall time spent training (evaluation and checkpoints excluded), read only after a sync
     t_mark, session_steps, session_time = time.perf_counter(), 0, 0.0
@@ -160,15 +227,27 @@ def train(args):
             clock()
             val = evaluate(model, evals, ctx, device)
             log.write(type='eval', step=step, val_loss=val, tokens=run['tokens'], flops=run['flops'],
-                      time=run['train_time'], depth=cfg.n_layer)
+                      time=run['train_time'], depth=len(model.blocks))
             print(f"eval step {step}: val loss {val:.4f}")
             save_checkpoint(ckpt_path, model, optimizer, args, run, batches)
             t_mark = time.perf_counter()
         if step == args.max_steps or step == args.stop_at:
             break
 
+        # where the model grows: when this step's stage asks for more blocks than the model owns
+        stage = stage_of(step, starts)
+        if len(model.blocks) < stages[stage]:
+            clock()
+            model, optimizer = grow(model, optimizer, stages[stage], depth_op, args, device, ctx, evals[0])
+            event = log.write(type='growth', step=step, stage=stage + 1, **model.growth_event)
+            print(f"grow at step {step}: stage {stage + 1}/{len(stages)}, depth {event['old_depth']} -> "
+                  f"{event['new_depth']} by {depth_op} | loss {event['loss_before']:.4f} -> "
+                  f"{event['loss_after']:.4f} | grad norm {event['grad_norm_before']:.3f} -> "
+                  f"{event['grad_norm_after']:.3f}")
+            t_mark = time.perf_counter()
+
         # one optimizer step: grad_accum micro-batches at the depth the model executes
-        lr = lr_at(step, args)
+        lr = lr_at(step, args, starts)
         for group in optimizer.param_groups:
             group['lr'] = lr
         depth = len(model.blocks)
@@ -196,9 +275,9 @@ def train(args):
             mfu = (run['flops'] - last['flops']) / dt / peak if peak else None
             eta = (args.max_steps - run['step']) * session_time / session_steps
             rec = log.write(type='train', step=run['step'], loss=loss_sum.item() / args.grad_accum, lr=lr,
-                            depth=depth, stage=1, tokens=run['tokens'], flops=run['flops'],
+                            depth=depth, stage=stage + 1, tokens=run['tokens'], flops=run['flops'],
                             time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu)
-            print(f"step {rec['step']}/{args.max_steps} | stage 1/1 | depth {depth} | loss {rec['loss']:.4f} | "
+            print(f"step {rec['step']}/{args.max_steps} | stage {stage + 1}/{len(stages)} | depth {depth} | loss {rec['loss']:.4f} | "
                   f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
                   f"{human(rec['tok_per_s'])} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
                   f" | eta {duration(eta)}")
@@ -248,25 +327,68 @@ def make_optimizer(model, args, device):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device == 'cuda')
 
 
-def lr_at(step, args):
-    """Linear warmup, then cosine or linear decay to min_lr, over the whole run (growth never restarts it)."""
+def grow(model, optimizer, k_new, op, args, device, ctx, probe):
+    """Grow the model's depth to k_new blocks (model.grow_depth) and carry the optimizer over.
+
+    The moments follow the weights through the same index map (--opt_state copy) or start afresh (reset).
+    Loss and gradient norm on a fixed batch just before and after go into `new.growth_event`: stacking
+    raises both more than interpolation does (Apollo, Table 2)."""
+    loss_before, grad_before = loss_and_grad_norm(model, probe, ctx, device)
+    new, src = grow_depth(model, k_new, op)
+    new_optimizer = make_optimizer(new, args, device)
+    if args.opt_state == 'copy':
+        old = dict(model.named_parameters())
+        for name, p in new.named_parameters():
+            if name.startswith('blocks.'):
+                _, i, rest = name.split('.', 2)
+                name = f'blocks.{src[int(i)]}.{rest}'
+            if old[name] in optimizer.state:
+                new_optimizer.state[p] = {k: v.clone() for k, v in optimizer.state[old[name]].items()}
+    if args.compile:
+        for block in new.blocks:
+            block.compile()
+    loss_after, grad_after = loss_and_grad_norm(new, probe, ctx, device)
+    new.growth_event = dict(old_depth=len(model.blocks), new_depth=k_new, op=op, src=src,
+                            loss_before=loss_before, loss_after=loss_after,
+                            grad_norm_before=grad_before, grad_norm_after=grad_after)
+    return new, new_optimizer
+
+
+def loss_and_grad_norm(model, batch, ctx, device):
+    """Training loss and total gradient norm on one batch, at the model's own depth; leaves no gradient."""
+    x, y = batch
+    with ctx:
+        loss = model(x.to(device), y.to(device))[1]
+    loss.backward()
+    norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
+    model.zero_grad(set_to_none=True)
+    return loss.item(), norm.item()
+
+
+def lr_at(step, args, starts=(0,)):
+    """Linear warmup, then cosine or linear decay to min_lr, over the whole run: growth never restarts it.
+    With --rewarmup N the rate is ramped up again over the N steps after each growth (Staged Training)."""
     warmup = args.warmup if args.warmup is not None else args.max_steps // 20
     min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
     if step < warmup:
         return args.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, args.max_steps - warmup)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.decay == 'cosine' else 1 - progress
-    return min_lr + shape * (args.lr - min_lr)
+    lr = min_lr + shape * (args.lr - min_lr)
+    since_growth = step - max(s for s in starts if s <= step)
+    if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:
+        lr *= (since_growth + 1) / args.rewarmup
+    return lr
 
 
 @torch.no_grad()
 def evaluate(model, evals, ctx, device, depth=None):
-    """Mean loss over the fixed evaluation batches, at the full target depth L."""
+    """Mean loss over the fixed evaluation batches, at the model's own depth unless told otherwise."""
     model.eval()
     losses = []
     for x, y in evals:
         with ctx:
-            losses.append(model(x.to(device), y.to(device), depth=depth or model.cfg.n_layer)[1].item())
+            losses.append(model(x.to(device), y.to(device), depth=depth)[1].item())
     model.train()
     return sum(losses) / len(losses)
 
@@ -290,7 +412,7 @@ class Log:
         if resume_step is not None and os.path.isfile(path):
             with open(path) as f:
                 records = [r for r in map(json.loads, f) if r['step'] < resume_step or
-                           (r['step'] == resume_step and r['type'] != 'eval')]
+                           (r['step'] == resume_step and r['type'] == 'train')]
         with open(path + '.tmp', 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in records)
         os.replace(path + '.tmp', path)
@@ -331,7 +453,7 @@ def show_sample(model, val_tokens, meta, device, n_tokens, seed=0):
     if model.cfg.kind == 'gpt':
         idx = torch.tensor([[meta['eot_id']]], device=device)
         for _ in range(n_tokens):
-            logits = model(idx[:, -model.cfg.block_size:], depth=model.cfg.n_layer)[0][:, -1].float().cpu()
+            logits = model(idx[:, -model.cfg.block_size:])[0][:, -1].float().cpu()
             logits[:, meta['n_ordinary']:] = -float('inf')  # no special, [MASK] or padding ids in the text
             probs = torch.softmax(logits / 0.8, dim=-1)
             idx = torch.cat([idx, torch.multinomial(probs, 1, generator=g).to(device)], dim=1)
@@ -341,7 +463,7 @@ def show_sample(model, val_tokens, meta, device, n_tokens, seed=0):
         x = torch.from_numpy(val_tokens[:T].astype(np.int64))[None]
         chosen = torch.rand(x.shape, generator=g) < 0.15
         masked = torch.where(chosen, meta['mask_id'], x)
-        logits = model(masked.to(device), depth=model.cfg.n_layer)[0].float().cpu()
+        logits = model(masked.to(device))[0].float().cpu()
         logits[..., meta['n_ordinary']:] = -float('inf')
         filled = torch.where(chosen, logits.argmax(-1), x)
         blank = enc.encode_ordinary('_')[0]

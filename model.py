@@ -5,8 +5,9 @@ The one idea that makes progressive training possible lives in `Transformer.forw
 k weight blocks but can *execute* any depth d >= k, executed layer t using block `map_layers(k, d)[t]`
 (Apollo's shared-weight depth, SPEC section 1). With d == k it is an ordinary Transformer.
 """
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -45,6 +46,11 @@ def config_for(kind, size, vocab_size, **overrides):
     s.update({k: v for k, v in overrides.items() if v is not None})
     s.setdefault('d_ff', 4 * s['n_embd'])
     return Config(kind=kind, vocab_size=vocab_size, **s)
+
+
+def num_params(module):
+    """Unique parameters (the tied head counted once, shared blocks counted once)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def map_layers(k, d, how='interpolate'):
@@ -164,9 +170,35 @@ class Transformer(nn.Module):
         logits = self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
         return logits, None if targets is None else F.cross_entropy(logits.float(), targets)
 
-    def num_params(self):
-        """Unique parameters (the tied head counted once, shared blocks counted once)."""
-        return sum(p.numel() for p in self.parameters())
+
+
+def grow_depth(model, k_new, op='interpolate'):
+    """A new model owning k_new blocks made from the k_old blocks of `model` (SPEC section 2).
+
+    stack (StackBERT; Apollo Eq. 11):        new block i <- old block i % k_old   (copies go on top)
+    interpolate (Apollo Eq. 12):             new block i <- old block (i * k_old) // k_new (each next to itself)
+    identity (StackBERT's identity variant): interpolate, but every second copy gets zero output projections
+        (attention out, FFN second matrix, their biases), so a pre-LN model computes exactly the same function.
+    Every block is a fresh deep copy: no two blocks share storage, so they can drift apart.
+    Returns (new model, src) with src[i] the old block that new block i came from (the optimizer uses it).
+    """
+    k_old = len(model.blocks)
+    if k_new <= k_old:
+        raise ValueError(f"growth must add blocks: {k_old} -> {k_new}")
+    if op == 'identity' and model.cfg.kind != 'gpt':
+        raise ValueError("the identity depth operator preserves the function of pre-LN models (GPT) only")
+    src = map_layers(k_old, k_new, 'stack' if op == 'stack' else 'interpolate')
+    new = copy.deepcopy(model)  # embeddings and head: the same values in fresh tensors
+    new.blocks = nn.ModuleList(copy.deepcopy(model.blocks[j]) for j in src)
+    new.cfg = replace(model.cfg, n_blocks=k_new)
+    if op == 'identity':
+        for i in range(1, k_new):
+            if src[i] == src[i - 1]:
+                for proj in (new.blocks[i].attn.c_proj, new.blocks[i].mlp.c_proj):
+                    nn.init.zeros_(proj.weight)
+                    if proj.bias is not None:
+                        nn.init.zeros_(proj.bias)
+    return new, src
 
 
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None):

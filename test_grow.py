@@ -1,6 +1,7 @@
 """nanogrow's tests: CPU only, tiny models, fixed seeds. Run: python -m pytest -q test_grow.py"""
 import json
 import os
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import data
 import grow
-from model import Config, Transformer, flops_per_step, map_layers
+from model import Config, Transformer, flops_per_step, grow_depth, map_layers
 
 # a model small enough for many short runs: 2 layers of width 32 on 32-token windows
 TINY = ['--n_layer', '2', '--n_embd', '32', '--n_head', '2', '--block_size', '32', '--batch_size', '8',
@@ -245,3 +246,129 @@ def test_data_cli_errors(capsys, tmp_path):
         data.main(['--source', str(tmp_path / 'nothing'), '--out_dir', str(tmp_path / 'x')])
     assert e.value.code == 2 and '--source' in capsys.readouterr().err
     assert not (tmp_path / 'x').exists()
+
+
+# ----------------------------------------------------------------------------- depth growth (issue 3)
+
+def blocks_equal(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+@pytest.mark.parametrize('op, expected', [('stack', [0, 1, 2, 0, 1, 2]), ('interpolate', [0, 0, 1, 1, 2, 2])])
+def test_grow_depth_copies_mapped_blocks(kind, op, expected):
+    torch.manual_seed(0)
+    old = Transformer(small(kind, n_layer=6, n_blocks=3))
+    new, src = grow_depth(old, 6, op)
+    assert src == expected and len(new.blocks) == new.cfg.n_blocks == 6 and old.cfg.n_blocks == 3
+    for i, j in enumerate(src):
+        assert blocks_equal(new.blocks[i], old.blocks[j])
+    rest = lambda m: {k: v for k, v in m.state_dict().items() if not k.startswith('blocks.')}  # noqa: E731
+    assert all(torch.equal(v, rest(old)[k]) for k, v in rest(new).items())
+    ptrs = [p.data_ptr() for p in new.parameters()] + [p.data_ptr() for p in old.parameters()]
+    assert len(set(ptrs)) == len(ptrs)  # fresh storage: nothing aliased, within or across models
+
+
+def test_identity_growth_preserves_gpt_function():
+    torch.manual_seed(0)
+    old = Transformer(small('gpt', n_layer=6, n_blocks=3))
+    for p in old.parameters():  # away from init, so the check is not trivially about small weights
+        p.data += 0.05 * torch.randn_like(p)
+    new, src = grow_depth(old, 6, 'identity')
+    x = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(new(x, x)[0], old(x, x)[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(new.blocks[1].attn.c_proj.weight, torch.zeros(32, 32))
+    assert blocks_equal(new.blocks[0], old.blocks[0])
+    with pytest.raises(ValueError):
+        grow_depth(Transformer(small('bert', n_layer=6, n_blocks=3)), 6, 'identity')
+
+
+@pytest.mark.parametrize('opt_state', ['copy', 'reset'])
+def test_optimizer_moments_follow_the_map(opt_state):
+    torch.manual_seed(0)
+    args = grow.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
+    model = Transformer(small('gpt', n_layer=6, n_blocks=3))
+    opt = grow.make_optimizer(model, args, 'cpu')
+    x = torch.randint(0, 256, (2, 16))
+    for _ in range(2):
+        model(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    new, new_opt = grow.grow(model, opt, 6, 'stack', args, 'cpu', nullcontext(), (x, x))
+    assert new.growth_event['src'] == [0, 1, 2, 0, 1, 2]
+    old_names = dict(model.named_parameters())
+    for name, p in new.named_parameters():
+        if opt_state == 'reset':
+            assert p not in new_opt.state
+            continue
+        if name.startswith('blocks.'):
+            _, i, rest = name.split('.', 2)
+            name = f"blocks.{[0, 1, 2, 0, 1, 2][int(i)]}.{rest}"
+        old = opt.state[old_names[name]]
+        for key in ('exp_avg', 'exp_avg_sq', 'step'):
+            assert torch.equal(new_opt.state[p][key], old[key])
+            assert new_opt.state[p][key].data_ptr() != old[key].data_ptr()
+    assert all(p.grad is None for p in new.parameters())  # the probe leaves no gradient behind
+
+
+def test_growth_happens_at_the_expected_steps(corpus, tmp_path):
+    run(corpus, tmp_path, '--method', 'stack', '--n_layer', 4, '--max_steps', 16, '--log_interval', 1)
+    growths = records(tmp_path, 'growth')  # stages 1,2,4 at 0.125 and 0.3 of 16 steps: steps 2 and 5
+    assert [(g['step'], g['old_depth'], g['new_depth'], g['stage']) for g in growths] == [(2, 1, 2, 2), (5, 2, 4, 3)]
+    train = records(tmp_path, 'train')
+    assert [r['depth'] for r in train] == [1, 1, 2, 2, 2] + [4] * 11  # record s is the update s-1 -> s
+    cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=2, n_embd=32, d_ff=128)
+    flops = [b['flops'] - a['flops'] for a, b in zip([dict(flops=0)] + train, train)]
+    assert flops == [flops_per_step(cfg, r['depth'], 8 * 32, 32) for r in train]  # FLOPs follow the depth run
+
+
+@pytest.mark.parametrize('kind, method', [('gpt', 'stack'), ('bert', 'interpolate')])
+def test_resume_across_growth(corpus, tmp_path, kind, method):
+    flags = ['--model', kind, '--method', method, '--n_layer', 4, '--max_steps', 16, '--log_interval', 1,
+             '--eval_interval', 4, '--rewarmup', 2]
+    run(corpus, tmp_path / 'full', *flags)
+    run(corpus, tmp_path / 'half', *flags, '--stop_at', 1)  # inside stage 1, before both growths
+    grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
+    for kind_ in ('train', 'growth', 'eval'):
+        half, full = records(tmp_path / 'half', kind_), records(tmp_path / 'full', kind_)
+        strip = lambda rs: [{k: v for k, v in r.items() if k not in ('time', 'tok_per_s')} for r in rs]  # noqa
+        assert strip(half) == strip(full)
+
+
+def test_rewarmup_ramps_after_each_growth():
+    args = grow.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
+    starts = [0, 20, 50]
+    plain = grow.parse_args(['--max_steps', '100', '--warmup', '5'])
+    for s in range(100):
+        ratio = grow.lr_at(s, args, starts) / grow.lr_at(s, plain, starts)
+        expected = (s - 20 + 1) / 4 if 20 <= s < 24 else (s - 50 + 1) / 4 if 50 <= s < 54 else 1.0
+        assert ratio == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+@pytest.mark.parametrize('method', ['stack', 'interpolate'])
+def test_loss_falls_after_every_growth(corpus, tmp_path, kind, method):
+    """Four steps after each growth the grown model beats the model it grew from, on the same eval batches."""
+    run(corpus, tmp_path, '--model', kind, '--method', method, '--n_layer', 4, '--max_steps', 48,
+        '--eval_interval', 4, '--lr', '3e-3', '--stage_at', '0.25,0.5')
+    val = {r['step']: r['val_loss'] for r in records(tmp_path, 'eval')}
+    growths = records(tmp_path, 'growth')
+    assert [g['step'] for g in growths] == [12, 24]
+    for g in growths:  # the evaluation at step g ran just before the growth
+        assert val[g['step'] + 4] < val[g['step']] - 0.02, (g, val)
+
+
+def test_bad_schedules(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu', '--n_layer', '4']
+    fails(capsys, base + ['--method', 'stack', '--stages', '2,2,4'], '--stages 2,2,4', 'increasing')
+    fails(capsys, base + ['--method', 'stack', '--stages', '1,2,3'], '--stages 1,2,3', 'n_layer = 4')
+    fails(capsys, base + ['--method', 'stack', '--stage_at', '0.5'], '--stage_at 0.5', '2 fractions')
+    fails(capsys, base + ['--method', 'stack', '--stage_at', '0.5,0.3'], '--stage_at', 'increasing')
+    fails(capsys, base + ['--method', 'stack', '--stage_at', '0,0.3'], '--stage_at', '(0, 1)')
+    fails(capsys, base + ['--method', 'stack', '--stage_at', '0.5,1.5'], '--stage_at', '(0, 1)')
+    fails(capsys, base + ['--method', 'stack', '--stages', 'a,b'], '--stages', 'integers')
+    fails(capsys, base + ['--method', 'stack', '--depth_op', 'clone'], '--depth_op', 'identity')
+    fails(capsys, base + ['--model', 'bert', '--method', 'stack', '--depth_op', 'identity'], 'identity', 'gpt')
+    fails(capsys, base + ['--method', 'scratch', '--stages', '2,4', '--stage_at', '0.5'], '--method scratch')
+    fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3', '--max_steps 3')
+    assert not (tmp_path / 'o').exists()
