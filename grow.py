@@ -8,6 +8,7 @@ Train a Transformer from scratch or progressively (growing it) and account for e
 Read top-down: flags, then `train` (the loop: evaluate, checkpoint, step, log), then the helpers it calls.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -21,14 +22,19 @@ import torch
 
 import data
 from data import InputError
-from model import SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, num_params
+from model import SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, num_params, sample_depth
 
 # Each method: its default depth schedule for a target of L layers (weight blocks per stage), the fractions of
-# the budget where each next stage starts, and how blocks are copied at a growth (SPEC section 3).
+# the budget where each next stage starts, how blocks are copied at a growth, and (Apollo only) how the
+# depth executed at each step is sampled (SPEC section 3).
 METHODS = {
-    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op='interpolate'),
-    'stack':       dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='stack'),
-    'interpolate': dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='interpolate'),
+    'apollo':      dict(stages=lambda L: [1, L // 4, L // 2, L], stage_at=[0.05, 0.1, 0.25],
+                        depth_op='interpolate', sampling='lvps'),
+    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op='interpolate', sampling=None),
+    'stack':       dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='stack',
+                        sampling=None),
+    'interpolate': dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='interpolate',
+                        sampling=None),
 }
 DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
@@ -52,11 +58,16 @@ def get_parser():
         a(f'--{name}', type=int, default=None, help='override the size')
     a('--dropout', type=float, default=0.0)
     a('--bias', type=int, default=1, choices=(0, 1))
-    a('--method', default='scratch', choices=tuple(METHODS))
+    a('--method', default='apollo', choices=tuple(METHODS))
     a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's)")
     a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
-    a('--depth_op', default=None, choices=('stack', 'interpolate', 'identity'), help="how depth grows "
-      "(default: the method's); identity = interpolate with zeroed output projections (pre-LN GPT only)")
+    a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity'),
+      help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "
+           "with zeroed output projections (pre-LN GPT only)")
+    a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
+      help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
+    a('--layer_map', default=None, choices=('interpolate', 'stack'),
+      help='apollo: which block runs each sampled layer (default interpolate)')
     a('--opt_state', default='copy', choices=('copy', 'reset'),
       help='AdamW moments at a growth: copied through the same map as the weights, or started afresh')
     a('--rewarmup', type=int, default=0, help='steps of linear LR re-warmup after each growth')
@@ -133,9 +144,11 @@ def parse_args(argv=None):
 def schedule(args, L, kind):
     """(stages, starts, depth_op): weight blocks per stage, the step where each stage starts, the operator."""
     m = METHODS[args.method]
+    if args.method != 'apollo' and (args.sampling or args.layer_map):
+        raise InputError(f"--sampling and --layer_map belong to --method apollo, not {args.method}")
     if args.method == 'scratch' and (args.stages or args.stage_at or args.depth_op):
         raise InputError("--method scratch trains the target from the first step; --stages, --stage_at and "
-                         "--depth_op need a growth method (stack, interpolate)")
+                         "--depth_op need a growth method (apollo, stack, interpolate)")
     stages = args.stages if args.stages is not None else m['stages'](L)
     stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
     op = args.depth_op or m['depth_op']
@@ -187,13 +200,20 @@ def train(args):
     model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, n_blocks=stages[0])).to(device)
     optimizer = make_optimizer(model, args, device)
     batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed)
+    # Apollo: a depth per step from an RNG of its own (the same on every rank, apart from the data's);
+    # evaluation, growth probes and the final sample run the full depth L with the shared weights
+    sampling = args.sampling or METHODS[args.method]['sampling']
+    layer_map = args.layer_map or 'interpolate'
+    sampler = np.random.default_rng([args.seed, 1])
+    full = dict(depth=cfg.n_layer, layer_map=layer_map) if sampling else {}
     evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
-    run = dict(step=0, tokens=0, flops=0.0, train_time=0.0)  # everything the log's x-axes need
+    run = dict(step=0, tokens=0, flops=0.0, train_time=0.0, depths={})  # depths: this stage's histogram
     if ckpt:
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
         run = ckpt['run']
         batches.rng.bit_generator.state = ckpt['data_rng']
+        sampler.bit_generator.state = ckpt['sampler_rng']
         torch.set_rng_state(ckpt['torch_rng'])
         print(f"resumed {ckpt_path} at step {run['step']}")
     if args.compile:
@@ -206,11 +226,13 @@ def train(args):
           f"n_embd {cfg.n_embd}, T {cfg.block_size}, {args.method} on {device} ({dtype}), {args.max_steps} steps "
           f"of {args.batch_size * args.grad_accum * cfg.block_size:,} tokens")
     if len(stages) > 1:
-        print(f"stages of {fmt(stages)} blocks from steps {fmt(starts)}, growing by {depth_op}")
+        print(f"stages of {fmt(stages)} blocks from steps {fmt(starts)}, growing by {depth_op}" +
+              (f", depth sampled by {sampling} through the {layer_map} map" if sampling else ""))
     peak = peak_flops(device)
     # train_time is wall time spent training (evaluation and checkpoints excluded), read only after a sync
     t_mark, session_steps, session_time = time.perf_counter(), 0, 0.0
     last = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops'])  # at the last log line
+    sampled = []  # depths run since the last log line
 
     def clock():
         nonlocal t_mark, session_time
@@ -225,21 +247,25 @@ def train(args):
         step = run['step']
         if step % args.eval_interval == 0 or step == args.max_steps or step == args.stop_at:
             clock()
-            val = evaluate(model, evals, ctx, device)
+            val = evaluate(model, evals, ctx, device, **full)
             log.write(type='eval', step=step, val_loss=val, tokens=run['tokens'], flops=run['flops'],
-                      time=run['train_time'], depth=len(model.blocks))
+                      time=run['train_time'], depth=full.get('depth', len(model.blocks)))
             print(f"eval step {step}: val loss {val:.4f}")
-            save_checkpoint(ckpt_path, model, optimizer, args, run, batches)
+            save_checkpoint(ckpt_path, model, optimizer, args, run, dict(data_rng=batches.rng, sampler_rng=sampler))
             t_mark = time.perf_counter()
         if step == args.max_steps or step == args.stop_at:
+            if step == args.max_steps:
+                stage_summary(log, step, stage_of(step - 1, starts), len(stages), run)
             break
 
         # where the model grows: when this step's stage asks for more blocks than the model owns
         stage = stage_of(step, starts)
         if len(model.blocks) < stages[stage]:
             clock()
-            model, optimizer = grow(model, optimizer, stages[stage], depth_op, args, device, ctx, evals[0])
-            event = log.write(type='growth', step=step, stage=stage + 1, **model.growth_event)
+            stage_summary(log, step, stage_of(step - 1, starts), len(stages), run)
+            model, optimizer, event = grow(model, optimizer, stages[stage], depth_op, args, device, ctx,
+                                           evals[0], full)
+            log.write(type='growth', step=step, stage=stage + 1, **event)
             print(f"grow at step {step}: stage {stage + 1}/{len(stages)}, depth {event['old_depth']} -> "
                   f"{event['new_depth']} by {depth_op} | loss {event['loss_before']:.4f} -> "
                   f"{event['loss_after']:.4f} | grad norm {event['grad_norm_before']:.3f} -> "
@@ -250,14 +276,16 @@ def train(args):
         lr = lr_at(step, args, starts)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        depth = len(model.blocks)
+        depth = sample_depth(len(model.blocks), cfg.n_layer, sampling, sampler) if sampling else len(model.blocks)
+        run['depths'][str(depth)] = run['depths'].get(str(depth), 0) + 1
+        sampled.append(depth)
         loss_sum, head_tokens = torch.zeros((), device=device), 0
         for _ in range(args.grad_accum):
             x, y = batches.next(args.batch_size, cfg.block_size)
             head_tokens += int((y != -100).sum()) if cfg.kind == 'bert' else y.numel()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with ctx:
-                _, loss = model(x, y, depth=depth)
+                _, loss = model(x, y, depth=depth, layer_map=layer_map)
             (loss / args.grad_accum).backward()
             loss_sum += loss.detach()
         if args.grad_clip > 0:
@@ -275,16 +303,16 @@ def train(args):
             mfu = (run['flops'] - last['flops']) / dt / peak if peak else None
             eta = (args.max_steps - run['step']) * session_time / session_steps
             rec = log.write(type='train', step=run['step'], loss=loss_sum.item() / args.grad_accum, lr=lr,
-                            depth=depth, stage=stage + 1, tokens=run['tokens'], flops=run['flops'],
+                            depth=depth, depths=sampled, stage=stage + 1, tokens=run['tokens'], flops=run['flops'],
                             time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu)
-            print(f"step {rec['step']}/{args.max_steps} | stage {stage + 1}/{len(stages)} | depth {depth} | loss {rec['loss']:.4f} | "
-                  f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
+            print(f"step {rec['step']}/{args.max_steps} | stage {stage + 1}/{len(stages)} | depth {depth} | "
+                  f"loss {rec['loss']:.4f} | lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
                   f"{human(rec['tok_per_s'])} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
                   f" | eta {duration(eta)}")
-            last = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops'])
+            last, sampled = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops']), []
 
     if run['step'] == args.max_steps and args.sample_tokens > 0:
-        show_sample(model, val_tokens, meta, device, args.sample_tokens)
+        show_sample(model, val_tokens, meta, device, args.sample_tokens, full)
     elif run['step'] < args.max_steps:
         print(f"stopped at step {run['step']}; continue with: python grow.py --resume --out_dir {args.out_dir}")
     return dict(step=run['step'], val_loss=val, flops=run['flops'], tokens=run['tokens'])
@@ -327,13 +355,13 @@ def make_optimizer(model, args, device):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device == 'cuda')
 
 
-def grow(model, optimizer, k_new, op, args, device, ctx, probe):
+def grow(model, optimizer, k_new, op, args, device, ctx, probe, full=None):
     """Grow the model's depth to k_new blocks (model.grow_depth) and carry the optimizer over.
 
     The moments follow the weights through the same index map (--opt_state copy) or start afresh (reset).
-    Loss and gradient norm on a fixed batch just before and after go into `new.growth_event`: stacking
-    raises both more than interpolation does (Apollo, Table 2)."""
-    loss_before, grad_before = loss_and_grad_norm(model, probe, ctx, device)
+    Returns (new model, new optimizer, event). The event holds the loss and gradient norm on a fixed batch
+    just before and after: stacking raises both more than interpolation does (Apollo, Table 2)."""
+    loss_before, grad_before = loss_and_grad_norm(model, probe, ctx, device, **(full or {}))
     new, src = grow_depth(model, k_new, op)
     new_optimizer = make_optimizer(new, args, device)
     if args.opt_state == 'copy':
@@ -347,18 +375,17 @@ def grow(model, optimizer, k_new, op, args, device, ctx, probe):
     if args.compile:
         for block in new.blocks:
             block.compile()
-    loss_after, grad_after = loss_and_grad_norm(new, probe, ctx, device)
-    new.growth_event = dict(old_depth=len(model.blocks), new_depth=k_new, op=op, src=src,
-                            loss_before=loss_before, loss_after=loss_after,
-                            grad_norm_before=grad_before, grad_norm_after=grad_after)
-    return new, new_optimizer
+    loss_after, grad_after = loss_and_grad_norm(new, probe, ctx, device, **(full or {}))
+    event = dict(old_depth=len(model.blocks), new_depth=k_new, op=op, src=src, loss_before=loss_before,
+                 loss_after=loss_after, grad_norm_before=grad_before, grad_norm_after=grad_after)
+    return new, new_optimizer, event
 
 
-def loss_and_grad_norm(model, batch, ctx, device):
-    """Training loss and total gradient norm on one batch, at the model's own depth; leaves no gradient."""
+def loss_and_grad_norm(model, batch, ctx, device, **depth):
+    """Training loss and total gradient norm on one batch (at the evaluation depth); leaves no gradient."""
     x, y = batch
     with ctx:
-        loss = model(x.to(device), y.to(device))[1]
+        loss = model(x.to(device), y.to(device), **depth)[1]
     loss.backward()
     norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
     model.zero_grad(set_to_none=True)
@@ -382,24 +409,36 @@ def lr_at(step, args, starts=(0,)):
 
 
 @torch.no_grad()
-def evaluate(model, evals, ctx, device, depth=None):
+def evaluate(model, evals, ctx, device, **depth):
     """Mean loss over the fixed evaluation batches, at the model's own depth unless told otherwise."""
     model.eval()
     losses = []
     for x, y in evals:
         with ctx:
-            losses.append(model(x.to(device), y.to(device), depth=depth)[1].item())
+            losses.append(model(x.to(device), y.to(device), **depth)[1].item())
     model.train()
     return sum(losses) / len(losses)
 
 
-def save_checkpoint(path, model, optimizer, args, run, batches):
+def save_checkpoint(path, model, optimizer, args, run, rngs):
     """Everything a resumed run needs to continue bit for bit; written atomically (temp file + rename)."""
     state = dict(config=asdict(model.cfg), model=model.state_dict(), optimizer=optimizer.state_dict(),
-                 args=vars(args), run=dict(run), data_rng=batches.rng.bit_generator.state,
-                 torch_rng=torch.get_rng_state())
+                 args=vars(args), run=copy.deepcopy(run), torch_rng=torch.get_rng_state(),
+                 **{name: rng.bit_generator.state for name, rng in rngs.items()})
     torch.save(state, path + '.tmp')
     os.replace(path + '.tmp', path)
+
+
+def stage_summary(log, step, stage, n_stages, run):
+    """One record per finished stage: how often each depth ran and the mean executed depth."""
+    hist = {int(d): n for d, n in sorted(run['depths'].items(), key=lambda kv: int(kv[0]))}
+    steps = sum(hist.values())
+    if steps:
+        mean = sum(d * n for d, n in hist.items()) / steps
+        log.write(type='stage', step=step, stage=stage + 1, steps=steps, depth_hist=hist, mean_depth=mean)
+        print(f"stage {stage + 1}/{n_stages} done at step {step}: mean depth {mean:.2f} over {steps} steps, "
+              f"histogram {' '.join(f'{d}:{n}' for d, n in hist.items())}")
+    run['depths'] = {}
 
 
 class Log:
@@ -445,7 +484,7 @@ def duration(s):
 # ----------------------------------------------------------------------------- what the model learned
 
 @torch.no_grad()
-def show_sample(model, val_tokens, meta, device, n_tokens, seed=0):
+def show_sample(model, val_tokens, meta, device, n_tokens, full, seed=0):
     """GPT: continue the start of a file. BERT: fill 15% masked positions of a validation window."""
     enc = data.get_tokenizer(meta['tokenizer'])
     model.eval()
@@ -453,7 +492,7 @@ def show_sample(model, val_tokens, meta, device, n_tokens, seed=0):
     if model.cfg.kind == 'gpt':
         idx = torch.tensor([[meta['eot_id']]], device=device)
         for _ in range(n_tokens):
-            logits = model(idx[:, -model.cfg.block_size:])[0][:, -1].float().cpu()
+            logits = model(idx[:, -model.cfg.block_size:], **full)[0][:, -1].float().cpu()
             logits[:, meta['n_ordinary']:] = -float('inf')  # no special, [MASK] or padding ids in the text
             probs = torch.softmax(logits / 0.8, dim=-1)
             idx = torch.cat([idx, torch.multinomial(probs, 1, generator=g).to(device)], dim=1)
@@ -463,7 +502,7 @@ def show_sample(model, val_tokens, meta, device, n_tokens, seed=0):
         x = torch.from_numpy(val_tokens[:T].astype(np.int64))[None]
         chosen = torch.rand(x.shape, generator=g) < 0.15
         masked = torch.where(chosen, meta['mask_id'], x)
-        logits = model(masked.to(device))[0].float().cpu()
+        logits = model(masked.to(device), **full)[0].float().cpu()
         logits[..., meta['n_ordinary']:] = -float('inf')
         filled = torch.where(chosen, logits.argmax(-1), x)
         blank = enc.encode_ordinary('_')[0]

@@ -4,6 +4,7 @@ The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, mas
 The one idea that makes progressive training possible lives in `Transformer.forward`: the model *owns*
 k weight blocks but can *execute* any depth d >= k, executed layer t using block `map_layers(k, d)[t]`
 (Apollo's shared-weight depth, SPEC section 1). With d == k it is an ordinary Transformer.
+Where the model grows: `grow_depth`. Which depth Apollo runs at each step: `sample_depth`.
 """
 import copy
 import math
@@ -67,6 +68,34 @@ def map_layers(k, d, how='interpolate'):
     if how == 'stack':
         return [t % k for t in range(d)]
     raise ValueError(f"unknown layer map {how!r}; valid: interpolate, stack")
+
+
+def sample_depth(k, L, how, rng):
+    """Apollo's depth for one training step of a model owning k of L blocks (Apollo Table 1, SPEC section 3).
+
+    lvps (low-value-prioritised sampling, Eqs. 7-10): an inverse-proportional curve y = m / (x + n) with
+      x ~ U(x_min, 1), fitted so that y(x_min) = a = L/k + 0.4 and y(1) = b = 0.6, clipped to [1, L/k];
+      d = floor(k * y). Shallow depths are cheap, so they get most of the mass (P(d = k) ~ 0.64-0.74 for
+      L = 12), while the deep ones still come up often enough to teach the few blocks the deep function.
+    us: uniform on {k..L}.  es: k or L with probability 1/2 each.  fs: always L.  none: always k.
+    `rng` is a numpy Generator of its own: seeded alike on every rank, so all ranks run the same depth.
+    """
+    if how == 'lvps':
+        r, b, x_min = L / k, 0.6, 1e-6
+        a = r + 0.4
+        n = (a * x_min - b) / (b - a)
+        m = b * (n + 1)
+        y = min(max(m / (rng.uniform(x_min, 1) + n), 1.0), r)
+        return int(k * y)
+    if how == 'us':
+        return int(rng.integers(k, L + 1))
+    if how == 'es':
+        return k if rng.random() < 0.5 else L
+    if how == 'fs':
+        return L
+    if how == 'none':
+        return k
+    raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
 
 
 class SelfAttention(nn.Module):

@@ -11,11 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import data
 import grow
-from model import Config, Transformer, flops_per_step, grow_depth, map_layers
+from model import Config, Transformer, flops_per_step, grow_depth, map_layers, sample_depth
 
 # a model small enough for many short runs: 2 layers of width 32 on 32-token windows
 TINY = ['--n_layer', '2', '--n_embd', '32', '--n_head', '2', '--block_size', '32', '--batch_size', '8',
-        '--eval_batches', '2', '--sample_tokens', '0', '--size', 'tiny', '--device', 'cpu']
+        '--eval_batches', '2', '--sample_tokens', '0', '--size', 'tiny', '--device', 'cpu', '--method', 'scratch']
 
 
 @pytest.fixture(scope='session')
@@ -294,8 +294,8 @@ def test_optimizer_moments_follow_the_map(opt_state):
         model(x, x)[1].backward()
         opt.step()
         opt.zero_grad()
-    new, new_opt = grow.grow(model, opt, 6, 'stack', args, 'cpu', nullcontext(), (x, x))
-    assert new.growth_event['src'] == [0, 1, 2, 0, 1, 2]
+    new, new_opt, event = grow.grow(model, opt, 6, 'stack', args, 'cpu', nullcontext(), (x, x))
+    assert event['src'] == [0, 1, 2, 0, 1, 2] and event['old_depth'] == 3 and event['new_depth'] == 6
     old_names = dict(model.named_parameters())
     for name, p in new.named_parameters():
         if opt_state == 'reset':
@@ -372,3 +372,139 @@ def test_bad_schedules(capsys, corpus, tmp_path):
     fails(capsys, base + ['--method', 'scratch', '--stages', '2,4', '--stage_at', '0.5'], '--method scratch')
     fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3', '--max_steps 3')
     assert not (tmp_path / 'o').exists()
+
+
+# ----------------------------------------------------------------------------- Apollo (issue 4)
+
+LVPS_TABLE = {  # SPEC section 3: P(d) for d = k..12 and E[d], L = 12 (400k-draw Monte Carlo of the official code)
+    1: ([.736, .105, .053, .032, .021, .015, .011, .009, .007, .006, .005, .002], 1.77),
+    3: ([.637, .104, .070, .050, .037, .029, .023, .019, .016, .016], 4.23),
+    6: ([.648, .086, .067, .053, .044, .036, .067], 7.14),
+}
+
+
+@pytest.mark.parametrize('k', [1, 3, 6])
+def test_lvps_matches_spec_table(k):
+    rng = np.random.default_rng(0)
+    d = np.array([sample_depth(k, 12, 'lvps', rng) for _ in range(200_000)])
+    probs, mean = LVPS_TABLE[k]
+    assert d.min() == k and d.max() == 12
+    np.testing.assert_allclose(np.bincount(d, minlength=13)[k:] / len(d), probs, atol=0.01)
+    assert abs(d.mean() - mean) < 0.05
+    assert sample_depth(12, 12, 'lvps', rng) == 12
+
+
+def test_other_samplings():
+    rng = np.random.default_rng(0)
+    draw = lambda how, k: np.array([sample_depth(k, 12, how, rng) for _ in range(60_000)])  # noqa: E731
+    us = draw('us', 3)
+    np.testing.assert_allclose(np.bincount(us, minlength=13)[3:] / len(us), [0.1] * 10, atol=0.01)
+    es = draw('es', 3)
+    assert set(es) == {3, 12} and abs((es == 12).mean() - 0.5) < 0.01
+    assert set(draw('fs', 3)) == {12} and set(draw('none', 3)) == {3}
+
+
+def test_layer_map_is_exact_for_all_depths():
+    from fractions import Fraction
+    for d in range(1, 49):
+        for k in range(1, d + 1):
+            exact = [int(t / Fraction(d, k)) for t in range(d)]  # floor(t / (d / k)) in exact arithmetic
+            assert map_layers(k, d) == exact, (k, d)
+    # the official float version int(t / (d / k)) is off here; ours is not
+    assert [int(t / (18 / 14)) for t in range(18)] != map_layers(14, 18)
+
+
+def test_expansion_maps_1_3_6_12():
+    torch.manual_seed(0)
+    m = Transformer(small('gpt', n_layer=12, n_blocks=1))
+    srcs = []
+    for k in (3, 6, 12):
+        m, src = grow_depth(m, k, 'interpolate')
+        srcs.append(src)
+    assert srcs == [[0, 0, 0], [0, 0, 1, 1, 2, 2], [i // 2 for i in range(12)]]
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_interpolation_growth_preserves_the_full_depth_function(kind):
+    """With the interpolation map, expanding 3 -> 6 blocks by interpolation leaves depth L unchanged:
+    floor(floor(t*6/L) / 2) = floor(t*3/L). So Apollo's growth is invisible at evaluation depth."""
+    torch.manual_seed(0)
+    old = Transformer(small(kind, n_layer=12, n_blocks=3))
+    new, _ = grow_depth(old, 6, 'interpolate')
+    x = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(new(x, depth=12)[0], old(x, depth=12)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_shared_block_gets_the_sum_of_its_uses_gradients(kind):
+    torch.manual_seed(0)
+    shared = Transformer(small(kind, n_layer=4, n_blocks=2))
+    unshared = Transformer(small(kind, n_layer=4))
+    unshared.load_state_dict({k: v for k, v in shared.state_dict().items() if not k.startswith('blocks.')},
+                             strict=False)
+    for t, i in enumerate(map_layers(2, 4)):  # 0, 0, 1, 1
+        unshared.blocks[t].load_state_dict(shared.blocks[i].state_dict())
+    x, y = torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))
+    if kind == 'bert':
+        y = torch.where(torch.arange(16) % 4 == 0, y, -100)
+    shared(x, y, depth=4)[1].backward()
+    unshared(x, y)[1].backward()
+    for name, p in shared.blocks[0].named_parameters():
+        uses = [dict(unshared.blocks[t].named_parameters())[name].grad for t in (0, 1)]
+        torch.testing.assert_close(p.grad, uses[0] + uses[1], rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(uses[0], uses[1])  # two different uses, really summed
+
+
+APOLLO = ['--method', 'apollo', '--n_layer', 8, '--log_interval', 1]  # stages 1, 2, 4, 8
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_apollo_flops_follow_the_sampled_depths(corpus, tmp_path, kind):
+    run(corpus, tmp_path, *APOLLO, '--model', kind, '--max_steps', 40)
+    train = records(tmp_path, 'train')
+    depths = [r['depths'][0] for r in train]
+    assert all(len(r['depths']) == 1 and r['depth'] == r['depths'][0] for r in train)
+    assert [r['stage'] for r in train] == [1] * 2 + [2] * 2 + [3] * 6 + [4] * 30  # 0.05, 0.1, 0.25 of 40
+    stage_ks = [1] * 2 + [2] * 2 + [4] * 6 + [8] * 30
+    assert all(k <= d <= 8 for k, d in zip(stage_ks, depths)) and len(set(depths[:10])) > 1  # really sampled
+    cfg = Config(kind=kind, vocab_size=320, block_size=32, n_layer=8, n_head=2, n_embd=32, d_ff=128)
+    flops = np.diff([0] + [r['flops'] for r in train])
+    expected = [flops_per_step(cfg, d, 8 * 32, 32) for d in depths]
+    if kind == 'gpt':
+        assert list(flops) == expected
+    else:  # BERT's head FLOPs follow the masked count of each batch: only the head term may differ
+        head = 6 * (32 * 320 + 32 * 32) * 8 * 32 * 0.15
+        assert np.all(np.abs(flops - expected) < head)
+    stages = records(tmp_path, 'stage')
+    assert [s['stage'] for s in stages] == [1, 2, 3, 4] and [s['steps'] for s in stages] == [2, 2, 6, 30]
+    for s, lo in zip(stages, (0, 2, 4, 10)):
+        hist = {int(d): n for d, n in s['depth_hist'].items()}
+        assert hist == dict(zip(*np.unique(depths[lo:lo + s['steps']], return_counts=True)))
+        assert s['mean_depth'] == pytest.approx(np.mean(depths[lo:lo + s['steps']]))
+    assert all(e['depth'] == 8 for e in records(tmp_path, 'eval'))  # evaluation at full depth L
+    assert all(g['loss_before'] == pytest.approx(g['loss_after'], abs=1e-5) for g in records(tmp_path, 'growth'))
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_apollo_resume_continues_the_depth_sequence(corpus, tmp_path, kind):
+    flags = [*APOLLO, '--model', kind, '--max_steps', 24, '--eval_interval', 6]
+    run(corpus, tmp_path / 'full', *flags)
+    run(corpus, tmp_path / 'half', *flags, '--stop_at', 7)  # inside stage 3 (steps 6..9 ... 24 * 0.25 = 6)
+    grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ('time', 'tok_per_s')} for r in rs]  # noqa
+    for kind_ in ('train', 'growth', 'stage', 'eval'):
+        assert strip(records(tmp_path / 'half', kind_)) == strip(records(tmp_path / 'full', kind_)), kind_
+
+
+def test_apollo_learns_and_is_the_default(corpus, tmp_path):
+    assert grow.parse_args([]).method == 'apollo'
+    run(corpus, tmp_path, *APOLLO, '--max_steps', 40, '--lr', '3e-3', '--eval_interval', 40)
+    val = [r['val_loss'] for r in records(tmp_path, 'eval')]
+    assert val[-1] < val[0] - 1.5
+
+
+def test_apollo_only_flags(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
+    fails(capsys, base + ['--method', 'stack', '--sampling', 'us'], '--sampling', 'apollo')
+    fails(capsys, base + ['--method', 'interpolate', '--layer_map', 'stack'], '--layer_map', 'apollo')
+    fails(capsys, base + ['--sampling', 'uniform'], '--sampling', 'lvps')
