@@ -22,19 +22,22 @@ import torch
 
 import data
 from data import InputError
-from model import SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, num_params, sample_depth
+from model import (SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, grow_width, num_params,
+                   sample_depth, widen)
 
 # Each method: its default depth schedule for a target of L layers (weight blocks per stage), the fractions of
 # the budget where each next stage starts, how blocks are copied at a growth, and (Apollo only) how the
 # depth executed at each step is sampled (SPEC section 3).
 METHODS = {
     'apollo':      dict(stages=lambda L: [1, L // 4, L // 2, L], stage_at=[0.05, 0.1, 0.25],
-                        depth_op='interpolate', sampling='lvps'),
-    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op='interpolate', sampling=None),
+                        depth_op='interpolate', sampling='lvps', grow=[]),
+    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op='interpolate', sampling=None, grow=[]),
     'stack':       dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='stack',
-                        sampling=None),
+                        sampling=None, grow=[]),
     'interpolate': dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='interpolate',
-                        sampling=None),
+                        sampling=None, grow=[]),
+    'compound':    dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.1, 0.3], depth_op='stack',
+                        sampling=None, grow=['width', 'length']),
 }
 DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
@@ -71,6 +74,11 @@ def get_parser():
     a('--opt_state', default='copy', choices=('copy', 'reset'),
       help='AdamW moments at a growth: copied through the same map as the weights, or started afresh')
     a('--rewarmup', type=int, default=0, help='steps of linear LR re-warmup after each growth')
+    a('--grow', type=dims_list, default=None, help="dimensions grown besides depth: width, length "
+      "(compound: width,length; others: none)")
+    a('--ffn_stages', type=float_list, default=None, help='d_ff fraction per stage, e.g. 0.25,0.5,1')
+    a('--embd_stages', type=float_list, default=None, help='n_embd (and n_head) fraction per stage, e.g. 0.5,1')
+    a('--seq_stages', type=float_list, default=None, help='sequence-length fraction per stage, e.g. 0.25,0.5,1')
     a('--data', default=DEFAULT_DATA, help='a folder prepared by data.py (the default is prepared if missing)')
     a('--out_dir', default='out')
     a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
@@ -109,6 +117,13 @@ def float_list(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.125,0.3")
 
 
+def dims_list(text):
+    dims = [d for d in text.split(',') if d and d != 'depth']
+    if any(d not in ('width', 'length') for d in dims):
+        raise argparse.ArgumentTypeError(f"{text!r}: valid dimensions are width, length (depth always grows)")
+    return dims
+
+
 def parse_args(argv=None):
     """Flags, validated; with --resume, the checkpoint's flags (a resumed run is the same run)."""
     p = get_parser()
@@ -141,14 +156,16 @@ def parse_args(argv=None):
     return args
 
 
-def schedule(args, L, kind):
-    """(stages, starts, depth_op): weight blocks per stage, the step where each stage starts, the operator."""
-    m = METHODS[args.method]
+def schedule(args, cfg):
+    """The stages of a run: where each starts and the model (blocks, n_embd, n_head, d_ff) and sequence length
+    (with the batch that keeps tokens per step constant) it trains; plus the depth operator."""
+    m, L, S = METHODS[args.method], cfg.n_layer, None
     if args.method != 'apollo' and (args.sampling or args.layer_map):
         raise InputError(f"--sampling and --layer_map belong to --method apollo, not {args.method}")
-    if args.method == 'scratch' and (args.stages or args.stage_at or args.depth_op):
-        raise InputError("--method scratch trains the target from the first step; --stages, --stage_at and "
-                         "--depth_op need a growth method (apollo, stack, interpolate)")
+    growth_flags = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages')
+    if args.method == 'scratch' and any(getattr(args, k) is not None for k in growth_flags):
+        raise InputError(f"--method scratch trains the target from the first step; "
+                         f"{', '.join('--' + k for k in growth_flags)} need a growth method")
     stages = args.stages if args.stages is not None else m['stages'](L)
     stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
     op = args.depth_op or m['depth_op']
@@ -156,19 +173,59 @@ def schedule(args, L, kind):
         raise InputError(f"--stages {fmt(stages)} must be positive and strictly increasing")
     if stages[-1] != L:
         raise InputError(f"--stages {fmt(stages)} must end with n_layer = {L}")
-    if len(stage_at) != len(stages) - 1:
-        raise InputError(f"--stage_at {fmt(stage_at)} needs {len(stages) - 1} fractions, one per stage after "
+    S = len(stages)
+    if len(stage_at) != S - 1:
+        raise InputError(f"--stage_at {fmt(stage_at)} needs {S - 1} fractions, one per stage after "
                          f"the first of --stages {fmt(stages)}")
     if any(b <= a for a, b in zip(stage_at, stage_at[1:])) or any(not 0 < f < 1 for f in stage_at):
         raise InputError(f"--stage_at {fmt(stage_at)} must be strictly increasing inside (0, 1)")
-    if op == 'identity' and kind != 'gpt':
+    if op == 'identity' and cfg.kind != 'gpt':
         raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with --model gpt")
-    return stages, [0] + [round(f * args.max_steps) for f in stage_at], op
+    starts = [0] + [round(f * args.max_steps) for f in stage_at]
+    if starts[-1] >= args.max_steps:
+        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps {args.max_steps}: "
+                         f"it would never train; use earlier fractions or more steps")
+
+    # width and length: fractions of the target per stage; --grow switches a dimension on with our defaults
+    grows = args.grow if args.grow is not None else m['grow']
+    ramp = [max(0.25, 2.0 ** (i - S + 1)) for i in range(S)]  # ..., 0.25, 0.25, 0.5, 1
+    fractions = {}
+    for flag, dim, size in (('ffn_stages', 'width', cfg.d_ff), ('embd_stages', None, cfg.n_embd),
+                            ('seq_stages', 'length', cfg.block_size)):
+        given = getattr(args, flag)
+        fr = given if given is not None else ramp if dim in grows else [1.0] * S
+        fractions[flag] = fr
+        if len(fr) != S:
+            raise InputError(f"--{flag} {fmt(fr)} has {len(fr)} entries; it needs one per stage of --stages "
+                             f"{fmt(stages)} ({S})")
+        if any(f > 1 for f in fr):
+            raise InputError(f"--{flag} {fmt(fr)}: a stage of {max(fr) * size:g} exceeds the target's {size}")
+        if any(f <= 0 for f in fr) or fr[-1] != 1 or any(b < a for a, b in zip(fr, fr[1:])):
+            raise InputError(f"--{flag} {fmt(fr)} must be positive fractions of the target, non-decreasing, "
+                             f"ending with 1")
+        sizes = [f * size for f in fr]
+        if any(v != int(v) for v in sizes) or any(int(b) % int(a) for a, b in zip(sizes, sizes[1:])):
+            raise InputError(f"--{flag} {fmt(fr)} of {size} gives sizes {fmt(sizes)}: each must be a whole number "
+                             f"that divides the next (growth tiles by whole factors)")
+    if any((f * cfg.n_head) != int(f * cfg.n_head) for f in fractions['embd_stages']):
+        raise InputError(f"--embd_stages {fmt(fractions['embd_stages'])} of --n_head {cfg.n_head}: the head count "
+                         f"must scale to whole numbers too (head_dim stays fixed)")
+    plan = []
+    for i in range(S):
+        seq = int(fractions['seq_stages'][i] * cfg.block_size)
+        if args.batch_size * cfg.block_size % seq:
+            raise InputError(f"--seq_stages: length {seq} does not divide the {args.batch_size * cfg.block_size} "
+                             f"tokens of a batch, so tokens per step could not stay constant")
+        plan.append(dict(start=starts[i], blocks=stages[i], n_embd=int(fractions['embd_stages'][i] * cfg.n_embd),
+                         n_head=int(fractions['embd_stages'][i] * cfg.n_head),
+                         d_ff=int(fractions['ffn_stages'][i] * cfg.d_ff), seq=seq,
+                         batch=args.batch_size * cfg.block_size // seq))
+    return plan, op
 
 
-def stage_of(step, starts):
+def stage_of(step, plan):
     """Index of the stage that trains `step` (stages whose start rounds to the same step are skipped)."""
-    return max(i for i, s in enumerate(starts) if s <= step)
+    return max(i for i, st in enumerate(plan) if st['start'] <= step)
 
 
 def fmt(values):
@@ -189,15 +246,15 @@ def train(args):
     ctx = torch.autocast(device, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
     meta, train_tokens, val_tokens = load_data(args.data)
     cfg = model_config(args, meta)
-    stages, starts, depth_op = schedule(args, cfg.n_layer, cfg.kind)
-    if starts[-1] >= args.max_steps:
-        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps {args.max_steps}: "
-                         f"it would never train; use earlier fractions or more steps")
+    plan, depth_op = schedule(args, cfg)
+    starts = [st['start'] for st in plan]
     ckpt_path = os.path.join(args.out_dir, 'ckpt.pt')
     ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False) if args.resume else None
 
     torch.manual_seed(args.seed)
-    model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, n_blocks=stages[0])).to(device)
+    first = {k: plan[0][k] for k in ('n_embd', 'n_head', 'd_ff')}
+    model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, n_blocks=plan[0]['blocks'], **first))
+    model.to(device)
     optimizer = make_optimizer(model, args, device)
     batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed)
     # Apollo: a depth per step from an RNG of its own (the same on every rank, apart from the data's);
@@ -207,7 +264,7 @@ def train(args):
     sampler = np.random.default_rng([args.seed, 1])
     full = dict(depth=cfg.n_layer, layer_map=layer_map) if sampling else {}
     evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
-    run = dict(step=0, tokens=0, flops=0.0, train_time=0.0, depths={})  # depths: this stage's histogram
+    run = dict(step=0, stage=0, tokens=0, flops=0.0, train_time=0.0, depths={})  # depths: the stage's histogram
     if ckpt:
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
@@ -221,13 +278,15 @@ def train(args):
             block.compile()
     os.makedirs(args.out_dir, exist_ok=True)
     log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run['step'] if ckpt else None)
-    n_params = num_params(model) + (cfg.n_layer - len(model.blocks)) * num_params(model.blocks[0])
+    with torch.device('meta'):  # the target's size without allocating it
+        n_params = num_params(Transformer(cfg))
     print(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, "
           f"n_embd {cfg.n_embd}, T {cfg.block_size}, {args.method} on {device} ({dtype}), {args.max_steps} steps "
           f"of {args.batch_size * args.grad_accum * cfg.block_size:,} tokens")
-    if len(stages) > 1:
-        print(f"stages of {fmt(stages)} blocks from steps {fmt(starts)}, growing by {depth_op}" +
-              (f", depth sampled by {sampling} through the {layer_map} map" if sampling else ""))
+    for i, st in enumerate(plan if len(plan) > 1 else []):
+        print(f"stage {i + 1}/{len(plan)} from step {st['start']}: {st['blocks']} blocks, n_embd {st['n_embd']}, "
+              f"d_ff {st['d_ff']}, T {st['seq']} x batch {st['batch']}" + (f", grown by {depth_op}" if i else "") +
+              (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
     peak = peak_flops(device)
     # train_time is wall time spent training (evaluation and checkpoints excluded), read only after a sync
     t_mark, session_steps, session_time = time.perf_counter(), 0, 0.0
@@ -255,21 +314,24 @@ def train(args):
             t_mark = time.perf_counter()
         if step == args.max_steps or step == args.stop_at:
             if step == args.max_steps:
-                stage_summary(log, step, stage_of(step - 1, starts), len(stages), run)
+                stage_summary(log, step, run['stage'], len(plan), run)
             break
 
-        # where the model grows: when this step's stage asks for more blocks than the model owns
-        stage = stage_of(step, starts)
-        if len(model.blocks) < stages[stage]:
+        # where the model grows: at the first step of each new stage
+        stage = stage_of(step, plan)
+        st = plan[stage]
+        if stage > run['stage']:
             clock()
-            stage_summary(log, step, stage_of(step - 1, starts), len(stages), run)
-            model, optimizer, event = grow(model, optimizer, stages[stage], depth_op, args, device, ctx,
-                                           evals[0], full)
+            stage_summary(log, step, run['stage'], len(plan), run)
+            model, optimizer, event = grow(model, optimizer, st, depth_op, args, device, ctx, evals[0], full)
+            event.update(old_seq=plan[run['stage']]['seq'], new_seq=st['seq'])
             log.write(type='growth', step=step, stage=stage + 1, **event)
-            print(f"grow at step {step}: stage {stage + 1}/{len(stages)}, depth {event['old_depth']} -> "
-                  f"{event['new_depth']} by {depth_op} | loss {event['loss_before']:.4f} -> "
-                  f"{event['loss_after']:.4f} | grad norm {event['grad_norm_before']:.3f} -> "
-                  f"{event['grad_norm_after']:.3f}")
+            print(f"grow at step {step}: stage {stage + 1}/{len(plan)}, " +
+                  ', '.join(f"{k} {event['old_' + k]} -> {event['new_' + k]}" for k in ('depth', 'n_embd', 'd_ff', 'seq')
+                            if event['old_' + k] != event['new_' + k]) +
+                  f" | loss {event['loss_before']:.4f} -> {event['loss_after']:.4f} | grad norm "
+                  f"{event['grad_norm_before']:.3f} -> {event['grad_norm_after']:.3f}")
+            run['stage'] = stage
             t_mark = time.perf_counter()
 
         # one optimizer step: grad_accum micro-batches at the depth the model executes
@@ -281,7 +343,7 @@ def train(args):
         sampled.append(depth)
         loss_sum, head_tokens = torch.zeros((), device=device), 0
         for _ in range(args.grad_accum):
-            x, y = batches.next(args.batch_size, cfg.block_size)
+            x, y = batches.next(st['batch'], st['seq'])
             head_tokens += int((y != -100).sum()) if cfg.kind == 'bert' else y.numel()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with ctx:
@@ -292,8 +354,8 @@ def train(args):
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens = args.batch_size * args.grad_accum * cfg.block_size
-        flops = flops_per_step(model.cfg, depth, tokens, cfg.block_size, head_tokens)
+        tokens = st['batch'] * args.grad_accum * st['seq']
+        flops = flops_per_step(model.cfg, depth, tokens, st['seq'], head_tokens)
         run.update(step=step + 1, tokens=run['tokens'] + tokens, flops=run['flops'] + flops)
         session_steps += 1
 
@@ -303,9 +365,10 @@ def train(args):
             mfu = (run['flops'] - last['flops']) / dt / peak if peak else None
             eta = (args.max_steps - run['step']) * session_time / session_steps
             rec = log.write(type='train', step=run['step'], loss=loss_sum.item() / args.grad_accum, lr=lr,
-                            depth=depth, depths=sampled, stage=stage + 1, tokens=run['tokens'], flops=run['flops'],
+                            depth=depth, depths=sampled, stage=stage + 1, seq=st['seq'], tokens=run['tokens'],
+                            flops=run['flops'],
                             time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu)
-            print(f"step {rec['step']}/{args.max_steps} | stage {stage + 1}/{len(stages)} | depth {depth} | "
+            print(f"step {rec['step']}/{args.max_steps} | stage {stage + 1}/{len(plan)} | depth {depth} | "
                   f"loss {rec['loss']:.4f} | lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
                   f"{human(rec['tok_per_s'])} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
                   f" | eta {duration(eta)}")
@@ -355,30 +418,50 @@ def make_optimizer(model, args, device):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device == 'cuda')
 
 
-def grow(model, optimizer, k_new, op, args, device, ctx, probe, full=None):
-    """Grow the model's depth to k_new blocks (model.grow_depth) and carry the optimizer over.
+def grow(model, optimizer, stage, op, args, device, ctx, probe, full=None):
+    """Grow the model to the stage's size: deeper (grow_depth), then wider (grow_width); carry the optimizer.
 
-    The moments follow the weights through the same index map (--opt_state copy) or start afresh (reset).
+    The AdamW moments follow the weights through the same maps (--opt_state copy: the block index map, then
+    the width tiling with exp_avg / n and exp_avg_sq / n^2; the step count kept) or start afresh (reset).
     Returns (new model, new optimizer, event). The event holds the loss and gradient norm on a fixed batch
     just before and after: stacking raises both more than interpolation does (Apollo, Table 2)."""
     loss_before, grad_before = loss_and_grad_norm(model, probe, ctx, device, **(full or {}))
-    new, src = grow_depth(model, k_new, op)
-    new_optimizer = make_optimizer(new, args, device)
+    moments = {}  # parameter name -> its AdamW state, carried through the same maps as the weights
     if args.opt_state == 'copy':
-        old = dict(model.named_parameters())
-        for name, p in new.named_parameters():
-            if name.startswith('blocks.'):
-                _, i, rest = name.split('.', 2)
-                name = f'blocks.{src[int(i)]}.{rest}'
-            if old[name] in optimizer.state:
-                new_optimizer.state[p] = {k: v.clone() for k, v in optimizer.state[old[name]].items()}
+        moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
+    new, src = model, None
+    if stage['blocks'] > len(model.blocks):
+        new, src = grow_depth(new, stage['blocks'], op)
+        moments = {n: moments[from_] for n, from_ in depth_names(new, src).items() if from_ in moments}
+    if (stage['n_embd'], stage['d_ff']) != (new.cfg.n_embd, new.cfg.d_ff):
+        new, plan = grow_width(new, stage['n_embd'], stage['d_ff'])
+        moments = {n: dict(s, exp_avg=widen(s['exp_avg'], plan[n]), exp_avg_sq=widen(s['exp_avg_sq'], plan[n], 2))
+                   for n, s in moments.items()}
+    new_optimizer = make_optimizer(new, args, device)
+    for n, p in new.named_parameters():
+        if n in moments:
+            new_optimizer.state[p] = {k: v.clone() for k, v in moments[n].items()}
     if args.compile:
         for block in new.blocks:
             block.compile()
     loss_after, grad_after = loss_and_grad_norm(new, probe, ctx, device, **(full or {}))
-    event = dict(old_depth=len(model.blocks), new_depth=k_new, op=op, src=src, loss_before=loss_before,
+    c, d = model.cfg, new.cfg
+    event = dict(old_depth=c.n_blocks, new_depth=d.n_blocks, old_n_embd=c.n_embd, new_n_embd=d.n_embd,
+                 old_d_ff=c.d_ff, new_d_ff=d.d_ff, op=op, src=src, loss_before=loss_before,
                  loss_after=loss_after, grad_norm_before=grad_before, grad_norm_after=grad_after)
     return new, new_optimizer, event
+
+
+def depth_names(new, src):
+    """Parameter name in the grown model -> the name it was copied from (blocks.i. <- blocks.src[i].)."""
+    names = {}
+    for name, _ in new.named_parameters():
+        if name.startswith('blocks.'):
+            _, i, rest = name.split('.', 2)
+            names[name] = f'blocks.{src[int(i)]}.{rest}'
+        else:
+            names[name] = name
+    return names
 
 
 def loss_and_grad_norm(model, batch, ctx, device, **depth):

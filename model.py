@@ -4,7 +4,8 @@ The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, mas
 The one idea that makes progressive training possible lives in `Transformer.forward`: the model *owns*
 k weight blocks but can *execute* any depth d >= k, executed layer t using block `map_layers(k, d)[t]`
 (Apollo's shared-weight depth, SPEC section 1). With d == k it is an ordinary Transformer.
-Where the model grows: `grow_depth`. Which depth Apollo runs at each step: `sample_depth`.
+Where the model grows: `grow_depth` (deeper) and `grow_width` (wider). Which depth Apollo runs at each step:
+`sample_depth`.
 """
 import copy
 import math
@@ -228,6 +229,85 @@ def grow_depth(model, k_new, op='interpolate'):
                     if proj.bias is not None:
                         nn.init.zeros_(proj.bias)
     return new, src
+
+
+def width_plan(model, n_embd, d_ff):
+    """How each parameter grows when n_embd (with n_head, head_dim fixed) and d_ff are multiplied by integers.
+
+    Entries are (dim, n, groups, split): tile `dim` n times, separately inside `groups` equal parts (q, k, v
+    of c_attn), and, when `split`, divide by n because the n copies are summed by what reads them.
+    FFN (CompoundGrow's parameter sharing, preferred by Gu et al. 2021 over factorisation):
+      W1' = [W1; W1; ...], b1' = [b1; b1; ...], W2' = [W2, W2, ...] / n, b2' = b2: each hidden unit is copied
+      n times and W2 reads the n copies, so the output is exactly unchanged.
+    Hidden size (Staged Training / HyperCloning, beyond CompoundGrow): embeddings [E, E], every linear the
+      2x2 tiling of W with the input side divided by 2, LayerNorms repeated, heads duplicated. The residual
+      stream becomes [x, x] and LN([x, x]) = [LN(x), LN(x)]. The tied decoder would double the logits, so
+      the LayerNorm before it is halved (ln_f, split).
+    """
+    cfg = model.cfg
+    e, f = n_embd // cfg.n_embd, d_ff // cfg.d_ff
+    plan = {}
+    for name, p in model.named_parameters():
+        leaf = name.split('.', 2)[-1] if name.startswith('blocks.') else name
+        ops = []
+        if e > 1:  # the residual stream's width: wherever a dimension has size n_embd
+            if leaf in ('wte.weight', 'wpe.weight'):
+                ops.append((1, e, 1, False))
+            elif leaf.startswith('ln_f.'):
+                ops.append((0, e, 1, True))
+            elif leaf == 'attn.c_attn.weight':
+                ops += [(0, e, 3, False), (1, e, 1, True)]
+            elif leaf == 'attn.c_attn.bias':
+                ops.append((0, e, 3, False))
+            elif leaf in ('attn.c_proj.weight', 'mlm_dense.weight'):
+                ops += [(0, e, 1, False), (1, e, 1, True)]
+            elif leaf == 'mlp.c_fc.weight':
+                ops.append((1, e, 1, True))
+            elif leaf == 'mlp.c_proj.weight':
+                ops.append((0, e, 1, False))
+            elif leaf != 'mlp.c_fc.bias' and leaf != 'mlm_bias':  # LayerNorms and output biases of width C
+                ops.append((0, e, 1, False))
+        if f > 1:
+            if leaf in ('mlp.c_fc.weight', 'mlp.c_fc.bias'):
+                ops.append((0, f, 1, False))
+            elif leaf == 'mlp.c_proj.weight':
+                ops.append((1, f, 1, True))
+        plan[name] = ops
+    return plan
+
+
+def widen(t, ops, power=1, noise=0.0):
+    """Apply a parameter's width plan to a weight (power 1) or an AdamW moment: exp_avg follows the weight's
+    1/n (power 1), exp_avg_sq its square (power 2), so Adam's direction m / sqrt(v) is unchanged.
+
+    noise > 0 breaks the symmetry of split copies without changing the function (SPEC section 2): copy i
+    gets W/n + eps_i with sum_i eps_i = 0, eps ~ N(0, (noise * std W)^2). The inputs of the copies are equal,
+    so the sum is unchanged, but from now on they receive different gradients and can drift apart."""
+    for dim, n, groups, split in ops:
+        parts = t.unflatten(dim, (groups, -1))
+        copies = [parts] * n
+        if split:
+            copies = [c / n ** power for c in copies]
+            if noise:
+                eps = torch.randn((n,) + parts.shape, device=t.device) * noise * t.float().std()
+                eps = (eps - eps.mean(0)).to(t.dtype)
+                copies = [c + e for c, e in zip(copies, eps)]
+        t = torch.cat(copies, dim=dim + 1).flatten(dim, dim + 1)
+    return t
+
+
+def grow_width(model, n_embd, d_ff, noise=1e-2):
+    """A new model with the wider n_embd (n_head scaled alike, head_dim fixed) and d_ff; see `width_plan`.
+    Returns (new model, plan); the plan maps the optimizer moments too."""
+    cfg = model.cfg
+    plan = width_plan(model, n_embd, d_ff)
+    new_cfg = replace(cfg, n_embd=n_embd, d_ff=d_ff, n_head=cfg.n_head * n_embd // cfg.n_embd)
+    new = Transformer(new_cfg).to(next(model.parameters()).device)
+    old = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in new.named_parameters():
+            p.copy_(widen(old[name], plan[name], noise=noise))
+    return new, plan
 
 
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None):

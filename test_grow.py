@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import data
 import grow
-from model import Config, Transformer, flops_per_step, grow_depth, map_layers, sample_depth
+from model import Config, Transformer, flops_per_step, grow_depth, grow_width, map_layers, sample_depth
 
 # a model small enough for many short runs: 2 layers of width 32 on 32-token windows
 TINY = ['--n_layer', '2', '--n_embd', '32', '--n_head', '2', '--block_size', '32', '--batch_size', '8',
@@ -294,7 +294,8 @@ def test_optimizer_moments_follow_the_map(opt_state):
         model(x, x)[1].backward()
         opt.step()
         opt.zero_grad()
-    new, new_opt, event = grow.grow(model, opt, 6, 'stack', args, 'cpu', nullcontext(), (x, x))
+    stage = dict(blocks=6, n_embd=32, d_ff=64)
+    new, new_opt, event = grow.grow(model, opt, stage, 'stack', args, 'cpu', nullcontext(), (x, x))
     assert event['src'] == [0, 1, 2, 0, 1, 2] and event['old_depth'] == 3 and event['new_depth'] == 6
     old_names = dict(model.named_parameters())
     for name, p in new.named_parameters():
@@ -508,3 +509,158 @@ def test_apollo_only_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--method', 'stack', '--sampling', 'us'], '--sampling', 'apollo')
     fails(capsys, base + ['--method', 'interpolate', '--layer_map', 'stack'], '--layer_map', 'apollo')
     fails(capsys, base + ['--sampling', 'uniform'], '--sampling', 'lvps')
+
+
+# ----------------------------------------------------------------------------- CompoundGrow: width and length (issue 5)
+
+def perturbed(kind, **kw):
+    torch.manual_seed(0)
+    m = Transformer(small(kind, **kw))
+    for p in m.parameters():  # away from init: LayerNorm gains and biases no longer 1 and 0
+        p.data += 0.05 * torch.randn_like(p)
+    return m.eval()  # dropout is off anyway; BERT sees the same masked input below
+
+
+def outputs(m, x):
+    return m(x, x)[0] if m.cfg.kind == 'gpt' else m(x)[0]
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+@pytest.mark.parametrize('n_embd, d_ff', [(32, 128), (32, 256), (64, 64), (64, 256)])
+def test_width_growth_preserves_the_function(kind, n_embd, d_ff):
+    old = perturbed(kind, d_ff=64)
+    x = torch.randint(0, 257, (2, 16))
+    new, plan = grow_width(old, n_embd, d_ff)
+    assert (new.cfg.n_embd, new.cfg.d_ff, new.cfg.n_head) == (n_embd, d_ff, 2 * n_embd // 32)
+    ref = outputs(old, x)
+    rel = ((outputs(new, x) - ref).abs().max() / ref.abs().max()).item()
+    assert rel < 1e-5, rel
+    # the tiling really is what SPEC says: W1' = [W1; W1; ...], W2' = [W2, W2, ...] / n (+ zero-sum noise)
+    n = d_ff // 64
+    if n_embd == 32:
+        W1, W2 = old.blocks[0].mlp.c_fc.weight, old.blocks[0].mlp.c_proj.weight
+        assert torch.equal(new.blocks[0].mlp.c_fc.weight, W1.repeat(n, 1))
+        W2new = new.blocks[0].mlp.c_proj.weight.unflatten(1, (n, 64))
+        torch.testing.assert_close(W2new.sum(1), W2, rtol=0, atol=1e-6)
+        assert not torch.allclose(W2new[:, 0], W2new[:, 1])  # symmetry broken
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_symmetry_breaking_lets_copies_drift_apart(kind):
+    """Without noise the tiled copies get identical gradients forever; with it they separate."""
+    x, y = torch.randint(0, 256, (4, 16)), torch.randint(0, 256, (4, 16))
+    y = y if kind == 'gpt' else torch.where(torch.rand(4, 16) < 0.3, y, -100)
+    gaps = {}
+    for noise in (0.0, 1e-2):
+        torch.manual_seed(1)
+        new, _ = grow_width(perturbed(kind, d_ff=64).train(), 64, 128, noise=noise)
+        opt = torch.optim.SGD(new.parameters(), lr=0.1)
+        for _ in range(5):
+            new(x, y)[1].backward()
+            opt.step()
+            opt.zero_grad()
+        h = new.blocks[0].mlp.c_fc.weight.unflatten(0, (2, 64))  # the FFN's two copies of each hidden unit
+        e = new.wte.weight.unflatten(1, (2, 32))                 # the residual stream's two halves
+        gaps[noise] = ((h[0] - h[1]).abs().max().item(), (e[:, 0] - e[:, 1]).abs().max().item())
+    assert gaps[0.0] == (0.0, 0.0)  # exact copies stay exact copies: the grown width is wasted
+    assert min(gaps[1e-2]) > 1e-6, gaps  # float32 resolution of these weights is ~1e-8
+
+
+def test_width_moments_follow_the_tiling():
+    torch.manual_seed(0)
+    args = grow.parse_args(['--lr', '1e-3'])
+    model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
+    opt = grow.make_optimizer(model, args, 'cpu')
+    x = torch.randint(0, 256, (2, 16))
+    model(x, x)[1].backward()
+    opt.step()
+    stage = dict(blocks=4, n_embd=64, d_ff=256)  # depth x2 (stack), hidden x2, FFN x4 at once
+    new, new_opt, event = grow.grow(model, opt, stage, 'stack', args, 'cpu', nullcontext(), (x, x))
+    assert (event['old_d_ff'], event['new_d_ff'], event['old_n_embd'], event['new_n_embd']) == (64, 256, 32, 64)
+    st = lambda o, p: o.state[p]  # noqa: E731
+    old_fc2 = st(opt, model.blocks[1].mlp.c_proj.weight)   # (32, 64): new block 3 <- old block 1
+    new_fc2 = st(new_opt, new.blocks[3].mlp.c_proj.weight)  # (64, 256): output side x2, input side x4 and x2
+    # rows: the residual stream's 2 copies; columns: the FFN's 4 copies, split (W2 / 4, so exp_avg / 4)
+    torch.testing.assert_close(new_fc2['exp_avg'], old_fc2['exp_avg'].repeat(2, 4) / 4)
+    torch.testing.assert_close(new_fc2['exp_avg_sq'], old_fc2['exp_avg_sq'].repeat(2, 4) / 16)
+    old_fc1 = st(opt, model.blocks[0].mlp.c_fc.weight)     # (64, 32) -> (256, 64): rows x4, columns x2 / 2
+    torch.testing.assert_close(st(new_opt, new.blocks[0].mlp.c_fc.weight)['exp_avg_sq'],
+                               old_fc1['exp_avg_sq'].repeat(4, 2) / 4)
+    assert torch.equal(st(new_opt, new.wte.weight)['exp_avg'], st(opt, model.wte.weight)['exp_avg'].repeat(1, 2))
+    assert torch.equal(st(new_opt, new.blocks[2].mlp.c_fc.weight)['step'], old_fc1['step'])
+
+
+COMPOUND = ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--log_interval', 1]  # 1,2,4 blocks
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_compound_stages_keep_tokens_and_follow_width_and_length_in_flops(corpus, tmp_path, kind):
+    run(corpus, tmp_path, *COMPOUND, '--model', kind, '--max_steps', 20)
+    train = records(tmp_path, 'train')
+    assert [r['seq'] for r in train] == [8] * 2 + [16] * 4 + [32] * 14  # T/4, T/2, T from 10% and 30%
+    tokens = np.diff([0] + [r['tokens'] for r in train])
+    assert set(tokens) == {8 * 32}  # tokens per optimizer step constant across length stages
+    growths = records(tmp_path, 'growth')
+    assert [(g['new_depth'], g['new_d_ff'], g['new_seq']) for g in growths] == [(2, 64, 16), (4, 128, 32)]
+    widths = [32] * 2 + [64] * 4 + [128] * 14
+    flops = np.diff([0] + [r['flops'] for r in train])
+    for f, r, d_ff in zip(flops, train, widths):
+        cfg = Config(kind=kind, vocab_size=320, block_size=32, n_layer=4, n_head=2, n_embd=32, d_ff=d_ff)
+        expected = flops_per_step(cfg, r['depth'], 8 * 32, r['seq'])
+        head = 6 * (32 * 320 + 32 * 32) * 8 * 32 * 0.15  # BERT: the masked count of each batch varies
+        assert f == expected if kind == 'gpt' else abs(f - expected) < head
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_flops_of_narrow_short_stages_match_flop_counter(kind):
+    torch.manual_seed(0)
+    cfg = Config(kind=kind, vocab_size=320, block_size=64, n_layer=4, n_head=2, n_embd=64, d_ff=64, n_blocks=2)
+    m = Transformer(cfg)
+    x, y = torch.randint(0, 256, (8, 16)), torch.randint(0, 256, (8, 16))  # T = 16 < block_size
+    if kind == 'bert':
+        y = torch.where(torch.rand(8, 16) < 0.15, y, -100)
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        m(x, y, depth=3)[1].backward()
+    assert abs(flops_per_step(cfg, 3, x.numel(), 16, int((y != -100).sum())) / counter.get_total_flops() - 1) < 0.05
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_compound_loss_falls_after_every_growth(corpus, tmp_path, kind):
+    run(corpus, tmp_path, *COMPOUND, '--model', kind, '--max_steps', 48, '--eval_interval', 4, '--lr', '3e-3',
+        '--stage_at', '0.25,0.5')
+    val = {r['step']: r['val_loss'] for r in records(tmp_path, 'eval')}
+    growths = records(tmp_path, 'growth')
+    assert [g['step'] for g in growths] == [12, 24]
+    for g in growths:
+        assert val[g['step'] + 4] < val[g['step']] - 0.02, (g, val)
+
+
+@pytest.mark.parametrize('kind, method', [('gpt', 'compound'), ('bert', 'apollo')])
+def test_resume_across_width_and_length_growth(corpus, tmp_path, kind, method):
+    flags = [*COMPOUND, '--method', method, '--model', kind, '--max_steps', 20, '--eval_interval', 5,
+             '--grow', 'width,length', '--embd_stages', '0.5,0.5,1,1' if method == 'apollo' else '0.5,1,1']
+    if method == 'apollo':
+        flags += ['--n_layer', 8]
+    run(corpus, tmp_path / 'full', *flags)
+    run(corpus, tmp_path / 'half', *flags, '--stop_at', 1)
+    grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ('time', 'tok_per_s')} for r in rs]  # noqa
+    for kind_ in ('train', 'growth', 'eval'):
+        assert strip(records(tmp_path / 'half', kind_)) == strip(records(tmp_path / 'full', kind_)), kind_
+    assert any(g['new_n_embd'] == 32 and g['old_n_embd'] == 16 for g in records(tmp_path / 'full', 'growth'))
+
+
+def test_bad_compound_flags(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu', '--n_layer', '4',
+            '--method', 'compound']
+    fails(capsys, base + ['--ffn_stages', '0.5,1'], '--ffn_stages', 'one per stage')
+    fails(capsys, base + ['--ffn_stages', '0.3,0.5,1'], '--ffn_stages', 'whole number')
+    fails(capsys, base + ['--embd_stages', '0.75,1,1'], '--embd_stages', 'whole number')
+    fails(capsys, base + ['--embd_stages', '0.25,1,1', '--n_head', '2'], '--embd_stages', 'head')
+    fails(capsys, base + ['--seq_stages', '0.5,1,2'], '--seq_stages', 'exceeds', '128')
+    fails(capsys, base + ['--seq_stages', '0,0.5,1'], '--seq_stages', 'positive')
+    fails(capsys, base + ['--seq_stages=-0.5,0.5,1'], '--seq_stages', 'positive')
+    fails(capsys, base + ['--grow', 'height'], '--grow', 'width, length')
+    fails(capsys, ['--method', 'scratch', '--grow', 'width', '--data', corpus], '--method scratch')
+    assert not (tmp_path / 'o').exists()
