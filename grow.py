@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
+import compare
 import data
 from data import InputError
 from model import (SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, grow_width, num_params,
@@ -82,6 +83,8 @@ def get_parser():
     a('--data', default=DEFAULT_DATA, help='a folder prepared by data.py (the default is prepared if missing)')
     a('--out_dir', default='out')
     a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
+    a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps steps "
+      "(the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal compute)")
     a('--batch_size', type=int, default=32, help='sequences per micro-batch')
     a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
     a('--lr', type=float, default=1e-3, help='peak learning rate')
@@ -100,6 +103,8 @@ def get_parser():
     a('--resume', action='store_true', help='continue from out_dir/ckpt.pt with its flags')
     a('--stop_at', type=int, default=None, help='stop after this step with a checkpoint (resume later)')
     a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
+    a('--compare', default=None, help='methods to train one after another into out_dir/<method> and compare '
+      '(e.g. scratch,stack,interpolate,apollo,compound), or a finished comparison folder to print again')
     return p
 
 
@@ -153,7 +158,17 @@ def parse_args(argv=None):
         raise InputError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.rewarmup < 0:
         raise InputError(f"--rewarmup must be 0 or a positive number of steps, got {args.rewarmup}")
+    if args.size == 'auto':
+        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {pick_device(args)}")
     return args
+
+
+def pick_device(args):
+    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+    return device
 
 
 def schedule(args, cfg):
@@ -236,12 +251,7 @@ def fmt(values):
 
 def train(args):
     """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps)."""
-    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
-    if args.size == 'auto':
-        args.size = 'small' if device == 'cuda' else 'tiny'
-        print(f"--size auto: {args.size} on {device}")
+    device = pick_device(args)
     dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if device == 'cuda' else 'float32')
     ctx = torch.autocast(device, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
     meta, train_tokens, val_tokens = load_data(args.data)
@@ -264,7 +274,7 @@ def train(args):
     sampler = np.random.default_rng([args.seed, 1])
     full = dict(depth=cfg.n_layer, layer_map=layer_map) if sampling else {}
     evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
-    run = dict(step=0, stage=0, tokens=0, flops=0.0, train_time=0.0, depths={})  # depths: the stage's histogram
+    run = dict(step=0, stage=0, tokens=0, flops=0.0, train_time=0.0, depths={}, next_eval=0)  # depths: histogram
     if ckpt:
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
@@ -288,8 +298,17 @@ def train(args):
               f"d_ff {st['d_ff']}, T {st['seq']} x batch {st['batch']}" + (f", grown by {depth_op}" if i else "") +
               (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
     peak = peak_flops(device)
+    # The run's clock, in scratch-equivalent steps: the step itself (--budget steps), or the FLOPs spent over
+    # what one step of the full target costs (--budget flops). Stages, LR schedule, evaluations and the end
+    # all read this clock, so under equal compute a cheap method simply takes more steps.
+    scratch_step = flops_per_step(cfg, cfg.n_layer, args.batch_size * args.grad_accum * cfg.block_size, cfg.block_size)
+
+    def position():
+        return run['step'] if args.budget == 'steps' else run['flops'] / scratch_step
+
+    session_start = position()
     # train_time is wall time spent training (evaluation and checkpoints excluded), read only after a sync
-    t_mark, session_steps, session_time = time.perf_counter(), 0, 0.0
+    t_mark, session_time = time.perf_counter(), 0.0
     last = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops'])  # at the last log line
     sampled = []  # depths run since the last log line
 
@@ -303,29 +322,32 @@ def train(args):
         t_mark = now
 
     while True:
-        step = run['step']
-        if step % args.eval_interval == 0 or step == args.max_steps or step == args.stop_at:
+        step, pos = run['step'], position()
+        done = pos >= args.max_steps - 1e-9  # (float FLOPs sums)
+        if pos >= run['next_eval'] or done or step == args.stop_at:
             clock()
             val = evaluate(model, evals, ctx, device, **full)
             log.write(type='eval', step=step, val_loss=val, tokens=run['tokens'], flops=run['flops'],
                       time=run['train_time'], depth=full.get('depth', len(model.blocks)))
             print(f"eval step {step}: val loss {val:.4f}")
+            # saved before next_eval moves on: a run resumed here evaluates again (its log drops this record)
             save_checkpoint(ckpt_path, model, optimizer, args, run, dict(data_rng=batches.rng, sampler_rng=sampler))
+            run['next_eval'] = (pos // args.eval_interval + 1) * args.eval_interval
             t_mark = time.perf_counter()
-        if step == args.max_steps or step == args.stop_at:
-            if step == args.max_steps:
+        if done or step == args.stop_at:
+            if done:
                 stage_summary(log, step, run['stage'], len(plan), run)
             break
 
         # where the model grows: at the first step of each new stage
-        stage = stage_of(step, plan)
+        stage = stage_of(pos, plan)
         st = plan[stage]
         if stage > run['stage']:
             clock()
             stage_summary(log, step, run['stage'], len(plan), run)
             model, optimizer, event = grow(model, optimizer, st, depth_op, args, device, ctx, evals[0], full)
             event.update(old_seq=plan[run['stage']]['seq'], new_seq=st['seq'])
-            log.write(type='growth', step=step, stage=stage + 1, **event)
+            log.write(type='growth', step=step, stage=stage + 1, flops=run['flops'], time=run['train_time'], **event)
             print(f"grow at step {step}: stage {stage + 1}/{len(plan)}, " +
                   ', '.join(f"{k} {event['old_' + k]} -> {event['new_' + k]}" for k in ('depth', 'n_embd', 'd_ff', 'seq')
                             if event['old_' + k] != event['new_' + k]) +
@@ -335,7 +357,7 @@ def train(args):
             t_mark = time.perf_counter()
 
         # one optimizer step: grad_accum micro-batches at the depth the model executes
-        lr = lr_at(step, args, starts)
+        lr = lr_at(pos, args, starts)
         for group in optimizer.param_groups:
             group['lr'] = lr
         depth = sample_depth(len(model.blocks), cfg.n_layer, sampling, sampler) if sampling else len(model.blocks)
@@ -357,26 +379,27 @@ def train(args):
         tokens = st['batch'] * args.grad_accum * st['seq']
         flops = flops_per_step(model.cfg, depth, tokens, st['seq'], head_tokens)
         run.update(step=step + 1, tokens=run['tokens'] + tokens, flops=run['flops'] + flops)
-        session_steps += 1
 
         if run['step'] % args.log_interval == 0:
             clock()
             dt = run['train_time'] - last['time']
             mfu = (run['flops'] - last['flops']) / dt / peak if peak else None
-            eta = (args.max_steps - run['step']) * session_time / session_steps
+            eta = (args.max_steps - position()) * session_time / max(1e-9, position() - session_start)
             rec = log.write(type='train', step=run['step'], loss=loss_sum.item() / args.grad_accum, lr=lr,
                             depth=depth, depths=sampled, stage=stage + 1, seq=st['seq'], tokens=run['tokens'],
                             flops=run['flops'],
                             time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu)
-            print(f"step {rec['step']}/{args.max_steps} | stage {stage + 1}/{len(plan)} | depth {depth} | "
+            where = f"{rec['step']}/{args.max_steps}" if args.budget == 'steps' else \
+                f"{rec['step']} ({100 * position() / args.max_steps:.0f}% of the FLOPs)"
+            print(f"step {where} | stage {stage + 1}/{len(plan)} | depth {depth} | "
                   f"loss {rec['loss']:.4f} | lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
                   f"{human(rec['tok_per_s'])} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
                   f" | eta {duration(eta)}")
             last, sampled = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops']), []
 
-    if run['step'] == args.max_steps and args.sample_tokens > 0:
+    if done and args.sample_tokens > 0:
         show_sample(model, val_tokens, meta, device, args.sample_tokens, full)
-    elif run['step'] < args.max_steps:
+    elif not done:
         print(f"stopped at step {run['step']}; continue with: python grow.py --resume --out_dir {args.out_dir}")
     return dict(step=run['step'], val_loss=val, flops=run['flops'], tokens=run['tokens'])
 
@@ -477,17 +500,18 @@ def loss_and_grad_norm(model, batch, ctx, device, **depth):
 
 def lr_at(step, args, starts=(0,)):
     """Linear warmup, then cosine or linear decay to min_lr, over the whole run: growth never restarts it.
-    With --rewarmup N the rate is ramped up again over the N steps after each growth (Staged Training)."""
+    With --rewarmup N the rate is ramped up again over the N steps after each growth (Staged Training).
+    `step` is the run's clock (see `train`): a float in scratch-equivalent steps under --budget flops."""
     warmup = args.warmup if args.warmup is not None else args.max_steps // 20
     min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
     if step < warmup:
-        return args.lr * (step + 1) / warmup
+        return args.lr * min(1.0, (step + 1) / warmup)
     progress = (step - warmup) / max(1, args.max_steps - warmup)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.decay == 'cosine' else 1 - progress
     lr = min_lr + shape * (args.lr - min_lr)
     since_growth = step - max(s for s in starts if s <= step)
     if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:
-        lr *= (since_growth + 1) / args.rewarmup
+        lr *= min(1.0, (since_growth + 1) / args.rewarmup)
     return lr
 
 
@@ -597,9 +621,49 @@ def show_sample(model, val_tokens, meta, device, n_tokens, full, seed=0):
     model.train()
 
 
+def compare_methods(args):
+    """--compare: every method with the same target, data, seed, evaluation batches, budget and LR schedule
+    shape, one after another in out_dir/<method>; then the table of compare.py (and its plots)."""
+    runs = []
+    if os.path.isdir(args.compare):  # a finished comparison: report again, train nothing
+        out_dir = args.compare
+    else:
+        methods = args.compare.split(',')
+        if any(m not in METHODS for m in methods) or 'scratch' not in methods or len(set(methods)) < len(methods):
+            raise InputError(f"--compare {args.compare}: give distinct methods among {', '.join(METHODS)}, "
+                             f"scratch included (its final loss is the target), or an existing folder")
+        if args.resume or args.stop_at:
+            raise InputError("--compare runs whole runs: --resume and --stop_at apply to single runs")
+        for m in ['scratch'] + [m for m in methods if m != 'scratch']:
+            sub = argparse.Namespace(**{**vars(args), 'method': m, 'out_dir': os.path.join(args.out_dir, m),
+                                        'compare': None})
+            if m == 'scratch':  # flags that shape growth do not apply to the baseline
+                for k in ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages'):
+                    setattr(sub, k, None)
+            if m != 'apollo':
+                sub.sampling = sub.layer_map = None
+            if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
+                raise InputError(f"--out_dir {args.out_dir}: {sub.out_dir} already holds a run; choose another "
+                                 f"--out_dir, or print it with --compare {args.out_dir}")
+            schedule(sub, model_config(sub, load_data(sub.data)[0]))  # every flag checked before any training
+            runs.append(sub)
+        for sub in runs:
+            print(f"=== {sub.method} -> {sub.out_dir}")
+            train(sub)
+        out_dir = args.out_dir
+    try:
+        rows, curves = compare.report(out_dir, [sub.method for sub in runs] or None)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"--compare {out_dir}: not a comparison folder ({e})")
+    print(compare.write(rows, out_dir))
+    compare.plot(curves, out_dir)
+    return rows
+
+
 def main(argv=None):
     try:
-        return train(parse_args(argv))
+        args = parse_args(argv)
+        return compare_methods(args) if args.compare else train(args)
     except InputError as e:
         print(f"grow.py: error: {e}", file=sys.stderr)
         sys.exit(2)

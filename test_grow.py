@@ -9,6 +9,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+import compare
 import data
 import grow
 from model import Config, Transformer, flops_per_step, grow_depth, grow_width, map_layers, sample_depth
@@ -664,3 +665,80 @@ def test_bad_compound_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--grow', 'height'], '--grow', 'width, length')
     fails(capsys, ['--method', 'scratch', '--grow', 'width', '--data', corpus], '--method scratch')
     assert not (tmp_path / 'o').exists()
+
+
+# ----------------------------------------------------------------------------- compare mode (issue 6)
+
+def test_first_crossing_on_known_curves():
+    xs = [0, 10, 20, 30]
+    assert compare.first_crossing(xs, [5, 4, 2, 1], 3) == 15          # halfway between 4 and 2
+    assert compare.first_crossing(xs, [5, 4, 2, 1], 1) == 30          # reached at the last evaluation
+    assert compare.first_crossing(xs, [5, 4, 2, 1], 0.5) is None      # never reached
+    assert compare.first_crossing(xs, [2, 4, 1, 1], 3) == 0           # reached at the first evaluation
+    assert compare.first_crossing(xs, [5, 3, 4, 2], 3.5) == 7.5       # non-monotone: the first crossing counts
+    assert compare.first_crossing(xs, [5, 4, 4.5, 3], 3.5) == pytest.approx(20 + 10 / 1.5)  # a bump is no crossing
+    assert compare.loss_at(xs, [5, 4, 2, 1], 25) == 1.5 and compare.loss_at(xs, [5, 4, 2, 1], 31) is None
+
+
+def fake_run(folder, flops, losses, growth_at=None):
+    os.makedirs(folder)
+    with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
+        for i, (fl, loss) in enumerate(zip(flops, losses)):
+            f.write(json.dumps(dict(type='eval', step=i, flops=fl, time=fl / 10, val_loss=loss)) + '\n')
+        if growth_at is not None:
+            f.write(json.dumps(dict(type='growth', step=1, flops=growth_at, time=growth_at / 10)) + '\n')
+        f.write(json.dumps(dict(type='stage', step=len(flops), steps=10, mean_depth=3.0)) + '\n')
+
+
+def test_acceleration_ratio_on_synthetic_runs(tmp_path):
+    fake_run(tmp_path / 'scratch', [0, 100, 200, 300, 400], [6, 4, 3, 2.5, 2.0])
+    fake_run(tmp_path / 'fast', [0, 50, 100, 200, 300], [6, 4, 2.5, 2.2, 1.8], growth_at=50)  # 2.0 at 250
+    fake_run(tmp_path / 'slow', [0, 100, 300], [6, 3, 2.1])                                  # never 2.0
+    rows, runs = compare.report(str(tmp_path))
+    by = {r['method']: r for r in rows}
+    assert [r['method'] for r in rows] == ['scratch', 'fast', 'slow']
+    assert by['scratch']['target_loss'] == 2.0 and by['scratch']['flops_saved'] == 0.0
+    assert by['fast']['flops_to_target'] == pytest.approx(250) and by['fast']['flops_saved'] == pytest.approx(0.375)
+    assert by['fast']['time_saved'] == pytest.approx(0.375)  # time is FLOPs / 10 in these runs
+    assert by['slow']['flops_to_target'] is None and by['slow']['flops_saved'] is None
+    assert by['fast']['loss_at_50pct'] == pytest.approx(2.2) and by['slow']['loss_at_100pct'] is None
+    assert by['fast']['mean_depth'] == 3.0
+    text = compare.write(rows, str(tmp_path))
+    assert 'not reached' in text and '37.5%' in text
+    with open(tmp_path / 'compare.csv') as f:
+        assert len(f.read().strip().splitlines()) == 4
+    if compare.plot(runs, str(tmp_path)) is not None:  # matplotlib is optional
+        assert os.path.getsize(tmp_path / 'compare_flops.png') > 1000
+
+
+@pytest.mark.parametrize('budget', ['steps', 'flops'])
+def test_compare_two_methods_then_reprint(corpus, tmp_path, monkeypatch, budget):
+    out = tmp_path / 'cmp'
+    rows = run(corpus, out, '--compare', 'scratch,stack', '--n_layer', 4, '--max_steps', 20,
+               '--eval_interval', 5, '--budget', budget)
+    assert [r['method'] for r in rows] == ['scratch', 'stack']
+    with open(out / 'compare.json') as f:
+        saved = json.load(f)
+    assert saved == rows and set(saved[1]) >= {'final_val_loss', 'target_loss', 'flops_to_target', 'flops_saved',
+                                               'time_to_target', 'time_saved', 'mean_depth', 'loss_at_50pct'}
+    scratch_flops, stack_flops = (r['flops_total'] for r in rows)
+    assert rows[0]['mean_depth'] == 4 and rows[1]['mean_depth'] < 4
+    steps = [records(out / m, 'eval')[-1]['step'] for m in ('scratch', 'stack')]
+    if budget == 'steps':  # same steps, fewer FLOPs
+        assert steps == [20, 20] and stack_flops < 0.9 * scratch_flops  # mean depth 3.3 of 4, same head
+    else:  # same FLOPs (to within one step), more steps
+        assert steps[0] == 20 and steps[1] > 20 and scratch_flops <= stack_flops < scratch_flops * 1.06
+    monkeypatch.setattr(grow, 'train', lambda args: pytest.fail('re-printing must not train'))
+    assert grow.main(['--compare', str(out)]) == rows
+
+
+def test_bad_compare(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'c'), '--n_layer', '4'] + TINY[:-2]
+    fails(capsys, base + ['--compare', 'stack,apollo'], '--compare', 'scratch included')
+    fails(capsys, base + ['--compare', 'scratch,boost'], '--compare', 'compound')
+    fails(capsys, base + ['--compare', 'scratch,stack', '--stages', '1,2,3'], '--stages 1,2,3')
+    assert not (tmp_path / 'c').exists()  # refused before anything trained
+    os.makedirs(tmp_path / 'c' / 'stack')
+    (tmp_path / 'c' / 'stack' / 'ckpt.pt').write_bytes(b'')
+    fails(capsys, base + ['--compare', 'scratch,stack'], 'already holds a run')
+    fails(capsys, ['--compare', str(tmp_path / 'c')], 'not a comparison folder')
