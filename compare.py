@@ -98,6 +98,10 @@ def plot(runs, out_dir):
         print("plots skipped: matplotlib is not installed (pip install matplotlib)")
         return None
     paths = []
+    # the first evaluations (loss ~ ln V) would squash the part that matters: start at scratch's 10% mark
+    s = runs['scratch']['evals']
+    top = loss_at([e['flops'] for e in s], [e['val_loss'] for e in s], 0.1 * s[-1]['flops'])
+    bottom = min(e['val_loss'] for r in runs.values() for e in r['evals'])
     for key, label in (('flops', 'training FLOPs'), ('time', 'wall time (s)')):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, r in runs.items():
@@ -107,6 +111,7 @@ def plot(runs, out_dir):
                 gy = loss_at(xs, ys, g[key])
                 if gy is not None:
                     ax.plot([g[key]], [gy], marker='o', ms=4, color=line.get_color())
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top)
         ax.set_xlabel(label)
         ax.set_ylabel('validation loss')
         ax.set_title(f'validation loss vs {label} (dots: growth)')

@@ -19,6 +19,8 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import compare
 import data
@@ -146,7 +148,8 @@ def parse_args(argv=None):
                 raise InputError(f"--{k} {v} differs from the checkpoint's {saved.get(k)} ({path}); a resumed "
                                  f"run keeps its flags except {', '.join(sorted(RESUMABLE))}")
         typed = {k: v for k, v in explicit.items() if k in RESUMABLE}
-        args = argparse.Namespace(**{**saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
+        # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
+        args = argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
     for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval', 'eval_batches', 'log_interval'):
         if getattr(args, k) <= 0:
             raise InputError(f"--{k} must be a positive integer, got {getattr(args, k)}")
@@ -250,11 +253,29 @@ def fmt(values):
 # ----------------------------------------------------------------------------- the training loop
 
 def train(args):
-    """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps)."""
+    """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps, the model)."""
     device = pick_device(args)
     dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if device == 'cuda' else 'float32')
     ctx = torch.autocast(device, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
+    # DDP, nanoGPT style: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; NCCL on CUDA, gloo on CPU
+    ddp = 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1
+    rank, world = 0, 1
+    if ddp:
+        dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device == 'cuda':
+            torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
+    master = rank == 0
+    say = print if master else (lambda *a, **k: None)
+    if device == 'cuda':  # TF32 for the float32 matmuls that autocast leaves
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if ddp and not master:
+        dist.barrier()  # rank 0 prepares the default corpus first
     meta, train_tokens, val_tokens = load_data(args.data)
+    if ddp and master:
+        dist.barrier()
+    if args.eval_batches < world:
+        raise InputError(f"--eval_batches {args.eval_batches}: DDP splits them over {world} processes; give at least {world}")
     cfg = model_config(args, meta)
     plan, depth_op = schedule(args, cfg)
     starts = [st['start'] for st in plan]
@@ -266,7 +287,7 @@ def train(args):
     model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, n_blocks=plan[0]['blocks'], **first))
     model.to(device)
     optimizer = make_optimizer(model, args, device)
-    batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed)
+    batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rank)  # each rank its own data
     # Apollo: a depth per step from an RNG of its own (the same on every rank, apart from the data's);
     # evaluation, growth probes and the final sample run the full depth L with the shared weights
     sampling = args.sampling or METHODS[args.method]['sampling']
@@ -279,29 +300,38 @@ def train(args):
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
         run = ckpt['run']
-        batches.rng.bit_generator.state = ckpt['data_rng']
+        batches.rng.bit_generator.state = ckpt['data_rng'][rank]
         sampler.bit_generator.state = ckpt['sampler_rng']
         torch.set_rng_state(ckpt['torch_rng'])
-        print(f"resumed {ckpt_path} at step {run['step']}")
-    if args.compile:
-        for block in model.blocks:
+        say(f"resumed {ckpt_path} at step {run['step']}")
+    if ckpt and len(ckpt['data_rng']) != world:
+        raise InputError(f"--resume: {ckpt_path} was written by {len(ckpt['data_rng'])} processes, not {world}")
+    if args.compile:  # block by block: every block has the same shapes, so one graph serves all of them,
+        for block in model.blocks:  # at any depth Apollo samples; a growth compiles the new blocks
             block.compile()
-    os.makedirs(args.out_dir, exist_ok=True)
-    log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run['step'] if ckpt else None)
+    graphs = lambda: torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None  # noqa: E731
+    # the DDP wrapper is rebuilt after every growth (new parameters); wrapping broadcasts rank 0's weights
+    wrap = (lambda m: DDP(m, device_ids=[torch.cuda.current_device()] if device == 'cuda' else None)) if ddp \
+        else (lambda m: m)
+    net = wrap(model)
+    if master:
+        os.makedirs(args.out_dir, exist_ok=True)
+    log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run['step'] if ckpt else None, enabled=master)
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
-    print(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, "
-          f"n_embd {cfg.n_embd}, T {cfg.block_size}, {args.method} on {device} ({dtype}), {args.max_steps} steps "
-          f"of {args.batch_size * args.grad_accum * cfg.block_size:,} tokens")
+    say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd {cfg.n_embd}, "
+        f"T {cfg.block_size}, {args.method} on {device} ({dtype})" + (f" x {world} processes" if ddp else "") +
+        f", {args.max_steps} steps of {args.batch_size * args.grad_accum * cfg.block_size * world:,} tokens")
     for i, st in enumerate(plan if len(plan) > 1 else []):
-        print(f"stage {i + 1}/{len(plan)} from step {st['start']}: {st['blocks']} blocks, n_embd {st['n_embd']}, "
-              f"d_ff {st['d_ff']}, T {st['seq']} x batch {st['batch']}" + (f", grown by {depth_op}" if i else "") +
-              (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
+        say(f"stage {i + 1}/{len(plan)} from step {st['start']}: {st['blocks']} blocks, n_embd {st['n_embd']}, "
+            f"d_ff {st['d_ff']}, T {st['seq']} x batch {st['batch']}" + (f", grown by {depth_op}" if i else "") +
+            (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
     peak = peak_flops(device)
     # The run's clock, in scratch-equivalent steps: the step itself (--budget steps), or the FLOPs spent over
     # what one step of the full target costs (--budget flops). Stages, LR schedule, evaluations and the end
     # all read this clock, so under equal compute a cheap method simply takes more steps.
-    scratch_step = flops_per_step(cfg, cfg.n_layer, args.batch_size * args.grad_accum * cfg.block_size, cfg.block_size)
+    scratch_step = flops_per_step(cfg, cfg.n_layer, args.batch_size * args.grad_accum * cfg.block_size * world,
+                                  cfg.block_size)
 
     def position():
         return run['step'] if args.budget == 'steps' else run['flops'] / scratch_step
@@ -310,7 +340,7 @@ def train(args):
     # train_time is wall time spent training (evaluation and checkpoints excluded), read only after a sync
     t_mark, session_time = time.perf_counter(), 0.0
     last = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops'])  # at the last log line
-    sampled = []  # depths run since the last log line
+    sampled, history = [], []  # depths run since the last log line, and in this whole session
 
     def clock():
         nonlocal t_mark, session_time
@@ -326,17 +356,25 @@ def train(args):
         done = pos >= args.max_steps - 1e-9  # (float FLOPs sums)
         if pos >= run['next_eval'] or done or step == args.stop_at:
             clock()
-            val = evaluate(model, evals, ctx, device, **full)
+            val = evaluate(model, evals[rank::world], ctx, device, **full)
+            if ddp:  # each rank evaluated its share of the fixed batches: average them all
+                total, count = all_sum(val * len(evals[rank::world]), len(evals[rank::world]), device=device)
+                val = total / count
             log.write(type='eval', step=step, val_loss=val, tokens=run['tokens'], flops=run['flops'],
                       time=run['train_time'], depth=full.get('depth', len(model.blocks)))
-            print(f"eval step {step}: val loss {val:.4f}")
+            say(f"eval step {step}: val loss {val:.4f}")
             # saved before next_eval moves on: a run resumed here evaluates again (its log drops this record)
-            save_checkpoint(ckpt_path, model, optimizer, args, run, dict(data_rng=batches.rng, sampler_rng=sampler))
+            data_rngs = [batches.rng.bit_generator.state] * world
+            if ddp:
+                dist.all_gather_object(data_rngs, batches.rng.bit_generator.state)
+            if master:
+                save_checkpoint(ckpt_path, model, optimizer, args, run, data_rng=data_rngs,
+                                sampler_rng=sampler.bit_generator.state)
             run['next_eval'] = (pos // args.eval_interval + 1) * args.eval_interval
             t_mark = time.perf_counter()
         if done or step == args.stop_at:
             if done:
-                stage_summary(log, step, run['stage'], len(plan), run)
+                stage_summary(log, step, run['stage'], len(plan), run, say)
             break
 
         # where the model grows: at the first step of each new stage
@@ -344,15 +382,16 @@ def train(args):
         st = plan[stage]
         if stage > run['stage']:
             clock()
-            stage_summary(log, step, run['stage'], len(plan), run)
+            stage_summary(log, step, run['stage'], len(plan), run, say)
             model, optimizer, event = grow(model, optimizer, st, depth_op, args, device, ctx, evals[0], full)
+            net = wrap(model)
             event.update(old_seq=plan[run['stage']]['seq'], new_seq=st['seq'])
             log.write(type='growth', step=step, stage=stage + 1, flops=run['flops'], time=run['train_time'], **event)
-            print(f"grow at step {step}: stage {stage + 1}/{len(plan)}, " +
-                  ', '.join(f"{k} {event['old_' + k]} -> {event['new_' + k]}" for k in ('depth', 'n_embd', 'd_ff', 'seq')
-                            if event['old_' + k] != event['new_' + k]) +
-                  f" | loss {event['loss_before']:.4f} -> {event['loss_after']:.4f} | grad norm "
-                  f"{event['grad_norm_before']:.3f} -> {event['grad_norm_after']:.3f}")
+            say(f"grow at step {step}: stage {stage + 1}/{len(plan)}, " +
+                ', '.join(f"{k} {event['old_' + k]} -> {event['new_' + k]}" for k in ('depth', 'n_embd', 'd_ff', 'seq')
+                          if event['old_' + k] != event['new_' + k]) +
+                f" | loss {event['loss_before']:.4f} -> {event['loss_after']:.4f} | grad norm "
+                f"{event['grad_norm_before']:.3f} -> {event['grad_norm_after']:.3f}")
             run['stage'] = stage
             t_mark = time.perf_counter()
 
@@ -363,45 +402,56 @@ def train(args):
         depth = sample_depth(len(model.blocks), cfg.n_layer, sampling, sampler) if sampling else len(model.blocks)
         run['depths'][str(depth)] = run['depths'].get(str(depth), 0) + 1
         sampled.append(depth)
+        history.append(depth)
         loss_sum, head_tokens = torch.zeros((), device=device), 0
-        for _ in range(args.grad_accum):
+        for micro in range(args.grad_accum):
             x, y = batches.next(st['batch'], st['seq'])
             head_tokens += int((y != -100).sum()) if cfg.kind == 'bert' else y.numel()
+            if device == 'cuda':  # pinned host memory: the copy overlaps the previous step's kernels
+                x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with ctx:
-                _, loss = model(x, y, depth=depth, layer_map=layer_map)
+            # DDP: gradients are averaged across ranks once per step, on the last micro-batch only
+            with net.no_sync() if ddp and micro < args.grad_accum - 1 else nullcontext(), ctx:
+                _, loss = net(x, y, depth=depth, layer_map=layer_map)
             (loss / args.grad_accum).backward()
             loss_sum += loss.detach()
+        if ddp:  # every rank must count the same FLOPs: the clock decides when all of them grow
+            head_tokens = int(all_sum(head_tokens, device=device)[0])
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens = st['batch'] * args.grad_accum * st['seq']
+        tokens = st['batch'] * args.grad_accum * st['seq'] * world
         flops = flops_per_step(model.cfg, depth, tokens, st['seq'], head_tokens)
         run.update(step=step + 1, tokens=run['tokens'] + tokens, flops=run['flops'] + flops)
 
         if run['step'] % args.log_interval == 0:
             clock()
             dt = run['train_time'] - last['time']
-            mfu = (run['flops'] - last['flops']) / dt / peak if peak else None
+            mfu = (run['flops'] - last['flops']) / world / dt / peak if peak else None  # per device
             eta = (args.max_steps - position()) * session_time / max(1e-9, position() - session_start)
             rec = log.write(type='train', step=run['step'], loss=loss_sum.item() / args.grad_accum, lr=lr,
                             depth=depth, depths=sampled, stage=stage + 1, seq=st['seq'], tokens=run['tokens'],
                             flops=run['flops'],
-                            time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu)
+                            time=run['train_time'], tok_per_s=(run['tokens'] - last['tokens']) / dt, mfu=mfu,
+                            graphs=graphs())
             where = f"{rec['step']}/{args.max_steps}" if args.budget == 'steps' else \
                 f"{rec['step']} ({100 * position() / args.max_steps:.0f}% of the FLOPs)"
-            print(f"step {where} | stage {stage + 1}/{len(plan)} | depth {depth} | "
+            say(f"step {where} | stage {stage + 1}/{len(plan)} | depth {depth} | "
                   f"loss {rec['loss']:.4f} | lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
                   f"{human(rec['tok_per_s'])} tok/s" + (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
+                (f" | {rec['graphs']} graphs compiled" if args.compile else "") +
                   f" | eta {duration(eta)}")
             last, sampled = dict(time=run['train_time'], tokens=run['tokens'], flops=run['flops']), []
 
-    if done and args.sample_tokens > 0:
+    if done and args.sample_tokens > 0 and master:
         show_sample(model, val_tokens, meta, device, args.sample_tokens, full)
     elif not done:
-        print(f"stopped at step {run['step']}; continue with: python grow.py --resume --out_dir {args.out_dir}")
-    return dict(step=run['step'], val_loss=val, flops=run['flops'], tokens=run['tokens'])
+        say(f"stopped at step {run['step']}; continue with: python grow.py --resume --out_dir {args.out_dir}")
+    if ddp:
+        dist.destroy_process_group()
+    return dict(step=run['step'], val_loss=val, flops=run['flops'], tokens=run['tokens'], model=model,
+                depths=history, graphs=graphs())
 
 
 # ----------------------------------------------------------------------------- helpers of the loop
@@ -527,23 +577,29 @@ def evaluate(model, evals, ctx, device, **depth):
     return sum(losses) / len(losses)
 
 
-def save_checkpoint(path, model, optimizer, args, run, rngs):
+def save_checkpoint(path, model, optimizer, args, run, **rngs):
     """Everything a resumed run needs to continue bit for bit; written atomically (temp file + rename)."""
     state = dict(config=asdict(model.cfg), model=model.state_dict(), optimizer=optimizer.state_dict(),
-                 args=vars(args), run=copy.deepcopy(run), torch_rng=torch.get_rng_state(),
-                 **{name: rng.bit_generator.state for name, rng in rngs.items()})
+                 args=vars(args), run=copy.deepcopy(run), torch_rng=torch.get_rng_state(), **rngs)
     torch.save(state, path + '.tmp')
     os.replace(path + '.tmp', path)
 
 
-def stage_summary(log, step, stage, n_stages, run):
+def all_sum(*values, device):
+    """DDP: each value summed over all ranks."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def stage_summary(log, step, stage, n_stages, run, say=print):
     """One record per finished stage: how often each depth ran and the mean executed depth."""
     hist = {int(d): n for d, n in sorted(run['depths'].items(), key=lambda kv: int(kv[0]))}
     steps = sum(hist.values())
     if steps:
         mean = sum(d * n for d, n in hist.items()) / steps
         log.write(type='stage', step=step, stage=stage + 1, steps=steps, depth_hist=hist, mean_depth=mean)
-        print(f"stage {stage + 1}/{n_stages} done at step {step}: mean depth {mean:.2f} over {steps} steps, "
+        say(f"stage {stage + 1}/{n_stages} done at step {step}: mean depth {mean:.2f} over {steps} steps, "
               f"histogram {' '.join(f'{d}:{n}' for d, n in hist.items())}")
     run['depths'] = {}
 
@@ -552,8 +608,10 @@ class Log:
     """JSON lines in out_dir/log.jsonl, one record per log step and per evaluation, for plotting.
     On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone)."""
 
-    def __init__(self, path, resume_step=None):
-        self.path = path
+    def __init__(self, path, resume_step=None, enabled=True):
+        self.path, self.enabled = path, enabled
+        if not enabled:  # DDP: rank 0 alone writes
+            return
         records = []
         if resume_step is not None and os.path.isfile(path):
             with open(path) as f:
@@ -564,8 +622,9 @@ class Log:
         os.replace(path + '.tmp', path)
 
     def write(self, **record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        if self.enabled:
+            with open(self.path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
         return record
 
 
