@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -26,7 +27,7 @@ import compare
 import data
 from data import InputError
 from model import (SIZES, Config, Transformer, config_for, flops_per_step, grow_depth, grow_width, num_params,
-                   sample_depth, widen)
+                   sample_depth, to_hf, widen)
 
 # Each method: its default depth schedule for a target of L layers (weight blocks per stage), the fractions of
 # the budget where each next stage starts, how blocks are copied at a growth, and (Apollo only) how the
@@ -46,7 +47,8 @@ DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
-RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens'}
+RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
+             'export_hf', 'force'}
 
 
 class Parser(argparse.ArgumentParser):
@@ -107,6 +109,9 @@ def get_parser():
     a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
     a('--compare', default=None, help='methods to train one after another into out_dir/<method> and compare '
       '(e.g. scratch,stack,interpolate,apollo,compound), or a finished comparison folder to print again')
+    a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face model '
+      'folder (GPT2LMHeadModel / BertForMaskedLM, safetensors); needs transformers')
+    a('--force', action='store_true', help='--export_hf: replace a non-empty folder')
     return p
 
 
@@ -369,7 +374,7 @@ def train(args):
                 dist.all_gather_object(data_rngs, batches.rng.bit_generator.state)
             if master:
                 save_checkpoint(ckpt_path, model, optimizer, args, run, data_rng=data_rngs,
-                                sampler_rng=sampler.bit_generator.state)
+                                sampler_rng=sampler.bit_generator.state, meta=meta)
             run['next_eval'] = (pos // args.eval_interval + 1) * args.eval_interval
             t_mark = time.perf_counter()
         if done or step == args.stop_at:
@@ -719,9 +724,48 @@ def compare_methods(args):
     return rows
 
 
+def export_hf(args):
+    """--export_hf: the checkpoint as a folder that transformers loads with from_pretrained. Shared Apollo
+    blocks are written out at depth L. The logits of both models are compared before anything is written:
+    a model that would differ is refused, not saved."""
+    if not args.resume:
+        raise InputError("--export_hf exports the checkpoint of --out_dir: add --resume")
+    if os.path.isdir(args.export_hf) and os.listdir(args.export_hf) and not args.force:
+        raise InputError(f"--export_hf {args.export_hf} is not empty; add --force to replace it")
+    ckpt = torch.load(os.path.join(args.out_dir, 'ckpt.pt'), map_location='cpu', weights_only=False)
+    model = Transformer(Config(**ckpt['config']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    sampling = args.sampling or METHODS[args.method]['sampling']
+    depth = model.cfg.n_layer if sampling else len(model.blocks)  # what evaluation runs
+    layer_map = args.layer_map or 'interpolate'
+    meta = {k: ckpt['meta'][k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
+    try:
+        hf = to_hf(model, depth, layer_map, meta)
+    except ImportError as e:
+        raise InputError(f"--export_hf: {e}")
+    x = torch.randint(0, meta['n_ordinary'], (2, min(64, model.cfg.block_size)), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(x, x, depth=depth, layer_map=layer_map)[0] if model.cfg.kind == 'gpt' else \
+            model(x, depth=depth, layer_map=layer_map)[0]
+        rel = ((hf(x).logits - ours).abs().max() / ours.abs().max()).item()
+    if rel > 1e-4:
+        raise InputError(f"--export_hf: the exported model's logits differ from ours (relative {rel:.1e}); refused")
+    tmp = args.export_hf.rstrip('/') + '.tmp'
+    hf.save_pretrained(tmp, safe_serialization=True)
+    if os.path.isdir(args.export_hf):
+        shutil.rmtree(args.export_hf)
+    os.replace(tmp, args.export_hf)
+    print(f"exported {args.out_dir}/ckpt.pt ({model.cfg.kind}, {depth} layers, step {ckpt['run']['step']}) to "
+          f"{args.export_hf}: {type(hf).__name__}, logits match to {rel:.1e}")
+    return dict(path=args.export_hf, rel_error=rel)
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
+        if args.export_hf:
+            return export_hf(args)
         return compare_methods(args) if args.compare else train(args)
     except InputError as e:
         print(f"grow.py: error: {e}", file=sys.stderr)

@@ -793,3 +793,40 @@ def test_compile_trains_through_growth(corpus, tmp_path):
     ref = [r['loss'] for r in records(tmp_path / 'plain', 'train')]
     np.testing.assert_allclose(losses, ref, rtol=1e-3)  # the same training, up to kernel rounding
     assert compiled['graphs'] >= 1 and plain['graphs'] is None
+
+
+# ----------------------------------------------------------------------------- export to transformers (issue 8)
+
+@pytest.mark.parametrize('kind, flags', [
+    ('gpt', ['--method', 'scratch', '--n_layer', 4]),
+    ('bert', ['--method', 'scratch', '--n_layer', 4, '--bias', 0]),
+    ('gpt', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # 3 shared blocks, written out at depth 8
+    ('bert', ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--embd_stages', '0.5,1,1']),  # grown wider
+])
+def test_export_hf_logits_match(corpus, tmp_path, kind, flags):
+    transformers = pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
+    run(corpus, tmp_path / 'run', '--model', kind, '--max_steps', 8, *flags)
+    grow.main(['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')])
+    cls = transformers.GPT2LMHeadModel if kind == 'gpt' else transformers.BertForMaskedLM
+    hf = cls.from_pretrained(str(tmp_path / 'hf')).eval()
+    ck = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=False)
+    ours = Transformer(Config(**ck['config'])).eval()
+    ours.load_state_dict(ck['model'])
+    depth = 8 if 'apollo' in flags else len(ours.blocks)
+    assert (hf.config.n_layer if kind == 'gpt' else hf.config.num_hidden_layers) == depth
+    assert hf.config.nanogrow['tokenizer'] == 'byte' and hf.config.nanogrow['mask_id'] == 257
+    x = torch.randint(0, 257, (3, 32), generator=torch.Generator().manual_seed(1))  # [MASK] included
+    with torch.no_grad():
+        mine = ours(x, x, depth=depth)[0] if kind == 'gpt' else ours(x, depth=depth)[0]
+        theirs = hf(x).logits
+    assert ((theirs - mine).abs().max() / mine.abs().max()).item() < 1e-5
+
+
+def test_export_hf_refusals(capsys, corpus, tmp_path):
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'none'), '--export_hf', str(tmp_path / 'hf')], 'no checkpoint')
+    run(corpus, tmp_path / 'run', '--max_steps', 2)
+    fails(capsys, ['--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')], '--resume')
+    (tmp_path / 'full').mkdir()
+    (tmp_path / 'full' / 'keep.txt').write_text('x')
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'full')], '--force')
+    assert (tmp_path / 'full' / 'keep.txt').read_text() == 'x'  # untouched
