@@ -328,7 +328,8 @@ def train(args):
         f"T {cfg.block_size}, {args.method} on {device} ({dtype})" + (f" x {world} processes" if ddp else "") +
         f", {args.max_steps} steps of {args.batch_size * args.grad_accum * cfg.block_size * world:,} tokens")
     for i, st in enumerate(plan if len(plan) > 1 else []):
-        say(f"stage {i + 1}/{len(plan)} from step {st['start']}: {st['blocks']} blocks, n_embd {st['n_embd']}, "
+        where = f"step {st['start']}" if args.budget == 'steps' else f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
+        say(f"stage {i + 1}/{len(plan)} from {where}: {st['blocks']} blocks, n_embd {st['n_embd']}, "
             f"d_ff {st['d_ff']}, T {st['seq']} x batch {st['batch']}" + (f", grown by {depth_op}" if i else "") +
             (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
     peak = peak_flops(device)
@@ -739,7 +740,8 @@ def export_hf(args):
     sampling = args.sampling or METHODS[args.method]['sampling']
     depth = model.cfg.n_layer if sampling else len(model.blocks)  # what evaluation runs
     layer_map = args.layer_map or 'interpolate'
-    meta = {k: ckpt['meta'][k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
+    meta = ckpt.get('meta') or load_data(args.data)[0]  # (checkpoints of earlier versions lack it)
+    meta = {k: meta[k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
     try:
         hf = to_hf(model, depth, layer_map, meta)
     except ImportError as e:

@@ -830,3 +830,19 @@ def test_export_hf_refusals(capsys, corpus, tmp_path):
     (tmp_path / 'full' / 'keep.txt').write_text('x')
     fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'full')], '--force')
     assert (tmp_path / 'full' / 'keep.txt').read_text() == 'x'  # untouched
+
+
+def test_export_hf_refuses_a_model_that_differs(capsys, corpus, tmp_path, monkeypatch):
+    pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
+    run(corpus, tmp_path / 'run', '--max_steps', 2)
+    exact = grow.to_hf
+
+    def off_by_a_little(*args, **kwargs):  # stands for any mapping that would not be exact
+        hf = exact(*args, **kwargs)
+        with torch.no_grad():
+            hf.transformer.ln_f.bias += 0.01
+        return hf
+    monkeypatch.setattr(grow, 'to_hf', off_by_a_little)
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')], 'differ',
+          'refused')
+    assert not (tmp_path / 'hf').exists() and not (tmp_path / 'hf.tmp').exists()
