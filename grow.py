@@ -49,6 +49,8 @@ PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100'
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
 RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
              'export_hf', 'force'}
+# flags that shape growth: meaningless for scratch (refused there, dropped for it in --compare)
+GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages')
 
 
 class Parser(argparse.ArgumentParser):
@@ -185,10 +187,9 @@ def schedule(args, cfg):
     m, L, S = METHODS[args.method], cfg.n_layer, None
     if args.method != 'apollo' and (args.sampling or args.layer_map):
         raise InputError(f"--sampling and --layer_map belong to --method apollo, not {args.method}")
-    growth_flags = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages')
-    if args.method == 'scratch' and any(getattr(args, k) is not None for k in growth_flags):
+    if args.method == 'scratch' and any(getattr(args, k) is not None for k in GROWTH_FLAGS):
         raise InputError(f"--method scratch trains the target from the first step; "
-                         f"{', '.join('--' + k for k in growth_flags)} need a growth method")
+                         f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
     stages = args.stages if args.stages is not None else m['stages'](L)
     stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
     op = args.depth_op or m['depth_op']
@@ -703,7 +704,7 @@ def compare_methods(args):
             sub = argparse.Namespace(**{**vars(args), 'method': m, 'out_dir': os.path.join(args.out_dir, m),
                                         'compare': None})
             if m == 'scratch':  # flags that shape growth do not apply to the baseline
-                for k in ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages'):
+                for k in GROWTH_FLAGS:
                     setattr(sub, k, None)
             if m != 'apollo':
                 sub.sampling = sub.layer_map = None
