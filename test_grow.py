@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import compare
 import data
+import flags
 import grow
 from model import Config, Transformer, flops_per_step, grow_depth, grow_width, map_layers, sample_depth
 
@@ -197,8 +198,8 @@ def test_checkpoint_is_complete_and_atomic(corpus, tmp_path):
 
 
 def test_lr_schedule():
-    args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
-    lrs = [grow.lr_at(s, args) for s in range(100)]
+    args = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
+    lrs = [flags.lr_at(s, args) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
@@ -287,7 +288,7 @@ def test_identity_growth_preserves_gpt_function():
 @pytest.mark.parametrize('opt_state', ['copy', 'reset'])
 def test_optimizer_moments_follow_the_map(opt_state):
     torch.manual_seed(0)
-    args = grow.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
+    args = flags.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=6, n_blocks=3))
     opt = grow.make_optimizer(model, args, 'cpu')
     x = torch.randint(0, 256, (2, 16))
@@ -338,11 +339,11 @@ def test_resume_across_growth(corpus, tmp_path, kind, method):
 
 
 def test_rewarmup_ramps_after_each_growth():
-    args = grow.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
+    args = flags.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
     starts = [0, 20, 50]
-    plain = grow.parse_args(['--max_steps', '100', '--warmup', '5'])
+    plain = flags.parse_args(['--max_steps', '100', '--warmup', '5'])
     for s in range(100):
-        ratio = grow.lr_at(s, args, starts) / grow.lr_at(s, plain, starts)
+        ratio = flags.lr_at(s, args, starts) / flags.lr_at(s, plain, starts)
         expected = (s - 20 + 1) / 4 if 20 <= s < 24 else (s - 50 + 1) / 4 if 50 <= s < 54 else 1.0
         assert ratio == pytest.approx(expected)
 
@@ -499,7 +500,7 @@ def test_apollo_resume_continues_the_depth_sequence(corpus, tmp_path, kind):
 
 
 def test_apollo_learns_and_is_the_default(corpus, tmp_path):
-    assert grow.parse_args([]).method == 'apollo'
+    assert flags.parse_args([]).method == 'apollo'
     run(corpus, tmp_path, *APOLLO, '--max_steps', 40, '--lr', '3e-3', '--eval_interval', 40)
     val = [r['val_loss'] for r in records(tmp_path, 'eval')]
     assert val[-1] < val[0] - 1.5
@@ -569,7 +570,7 @@ def test_symmetry_breaking_lets_copies_drift_apart(kind):
 
 def test_width_moments_follow_the_tiling():
     torch.manual_seed(0)
-    args = grow.parse_args(['--lr', '1e-3'])
+    args = flags.parse_args(['--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
     opt = grow.make_optimizer(model, args, 'cpu')
     x = torch.randint(0, 256, (2, 16))

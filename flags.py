@@ -1,0 +1,273 @@
+"""
+The flags of grow.py and the plan they describe: which method, the stages it trains (depth, width, length, and
+where each starts), and the learning rate at every step. Everything here is checked before anything trains:
+bad input is one line naming the flag and what would be valid.
+"""
+import argparse
+import math
+import os
+import sys
+
+import torch
+
+import data
+from data import InputError
+from model import SIZES, config_for
+
+# Each method: its default depth schedule for a target of L layers (weight blocks per stage), the fractions of
+# the budget where each next stage starts, how blocks are copied at a growth, and (Apollo only) how the
+# depth executed at each step is sampled (SPEC section 3).
+METHODS = {
+    'apollo':      dict(stages=lambda L: [1, L // 4, L // 2, L], stage_at=[0.05, 0.1, 0.25],
+                        depth_op='interpolate', sampling='lvps', grow=[]),
+    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op='interpolate', sampling=None, grow=[]),
+    'stack':       dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='stack',
+                        sampling=None, grow=[]),
+    'interpolate': dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='interpolate',
+                        sampling=None, grow=[]),
+    'compound':    dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.1, 0.3], depth_op='stack',
+                        sampling=None, grow=['width', 'length']),
+}
+DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
+# flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
+RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
+             'export_hf', 'force'}
+# flags that shape growth: meaningless for scratch (refused there, dropped for it in --compare)
+GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages')
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 2, instead of usage + message
+        print(f"grow.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def get_parser():
+    p = Parser(description='Progressive training of GPT and BERT (nanogrow).')
+    a = p.add_argument
+    a('--model', default='gpt', choices=('gpt', 'bert'), help='gpt: causal LM; bert: masked LM')
+    a('--size', default='auto', choices=('auto',) + tuple(SIZES), help='auto: small on CUDA, tiny on CPU')
+    for name in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size', 'vocab_size'):
+        a(f'--{name}', type=int, default=None, help='override the size')
+    a('--dropout', type=float, default=0.0)
+    a('--bias', type=int, default=1, choices=(0, 1))
+    a('--method', default='apollo', choices=tuple(METHODS))
+    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's)")
+    a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
+    a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity'),
+      help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "
+           "with zeroed output projections (pre-LN GPT only)")
+    a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
+      help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
+    a('--layer_map', default=None, choices=('interpolate', 'stack'),
+      help='apollo: which block runs each sampled layer (default interpolate)')
+    a('--opt_state', default='copy', choices=('copy', 'reset'),
+      help='AdamW moments at a growth: copied through the same map as the weights, or started afresh')
+    a('--rewarmup', type=int, default=0, help='steps of linear LR re-warmup after each growth')
+    a('--grow', type=dims_list, default=None, help="dimensions grown besides depth: width, length "
+      "(compound: width,length; others: none)")
+    a('--ffn_stages', type=float_list, default=None, help='d_ff fraction per stage, e.g. 0.25,0.5,1')
+    a('--embd_stages', type=float_list, default=None, help='n_embd (and n_head) fraction per stage, e.g. 0.5,1')
+    a('--seq_stages', type=float_list, default=None, help='sequence-length fraction per stage, e.g. 0.25,0.5,1')
+    a('--data', default=DEFAULT_DATA, help='a folder prepared by data.py (the default is prepared if missing)')
+    a('--out_dir', default='out')
+    a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
+    a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps steps "
+      "(the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal compute)")
+    a('--batch_size', type=int, default=32, help='sequences per micro-batch')
+    a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
+    a('--lr', type=float, default=1e-3, help='peak learning rate')
+    a('--min_lr', type=float, default=None, help='final learning rate (default lr/10)')
+    a('--warmup', type=int, default=None, help='linear warmup steps (default 5%% of max_steps)')
+    a('--decay', default='cosine', choices=('cosine', 'linear'))
+    a('--weight_decay', type=float, default=0.1)
+    a('--grad_clip', type=float, default=1.0, help='0 disables clipping')
+    a('--eval_interval', type=int, default=100)
+    a('--eval_batches', type=int, default=20)
+    a('--log_interval', type=int, default=10)
+    a('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    a('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16'), help='auto: bfloat16 on CUDA')
+    a('--compile', action='store_true', help='torch.compile each block')
+    a('--seed', type=int, default=1337)
+    a('--resume', action='store_true', help='continue from out_dir/ckpt.pt with its flags')
+    a('--stop_at', type=int, default=None, help='stop after this step with a checkpoint (resume later)')
+    a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
+    a('--compare', default=None, help='methods to train one after another into out_dir/<method> and compare '
+      '(e.g. scratch,stack,interpolate,apollo,compound), or a finished comparison folder to print again')
+    a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face model '
+      'folder (GPT2LMHeadModel / BertForMaskedLM, safetensors); needs transformers')
+    a('--force', action='store_true', help='--export_hf: replace a non-empty folder')
+    return p
+
+
+def int_list(text):
+    try:
+        return [int(v) for v in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 3,6,12")
+
+
+def float_list(text):
+    try:
+        return [float(v) for v in text.split(',')] if text else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.125,0.3")
+
+
+def dims_list(text):
+    dims = [d for d in text.split(',') if d and d != 'depth']
+    if any(d not in ('width', 'length') for d in dims):
+        raise argparse.ArgumentTypeError(f"{text!r}: valid dimensions are width, length (depth always grows)")
+    return dims
+
+
+def parse_args(argv=None):
+    """Flags, validated; with --resume, the checkpoint's flags (a resumed run is the same run)."""
+    p = get_parser()
+    args = p.parse_args(argv)
+    for action in p._actions:  # parse again without defaults: only the flags typed on the command line
+        action.default = argparse.SUPPRESS
+    explicit = vars(p.parse_args(argv))
+    if args.resume:
+        path = os.path.join(args.out_dir, 'ckpt.pt')
+        if not os.path.isfile(path):
+            raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
+        saved = torch.load(path, map_location='cpu', weights_only=False)['args']
+        for k, v in explicit.items():
+            if k not in RESUMABLE and saved.get(k) != v:
+                raise InputError(f"--{k} {v} differs from the checkpoint's {saved.get(k)} ({path}); a resumed "
+                                 f"run keeps its flags except {', '.join(sorted(RESUMABLE))}")
+        typed = {k: v for k, v in explicit.items() if k in RESUMABLE}
+        # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
+        args = argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
+    for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval', 'eval_batches', 'log_interval'):
+        if getattr(args, k) <= 0:
+            raise InputError(f"--{k} must be a positive integer, got {getattr(args, k)}")
+    if args.warmup is not None and not 0 <= args.warmup < args.max_steps:
+        raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
+    if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
+        raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
+    if not 0 <= args.dropout < 1:
+        raise InputError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.rewarmup < 0:
+        raise InputError(f"--rewarmup must be 0 or a positive number of steps, got {args.rewarmup}")
+    if args.size == 'auto':
+        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {pick_device(args)}")
+    return args
+
+
+def pick_device(args):
+    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+    return device
+
+
+def schedule(args, cfg):
+    """The stages of a run: where each starts and the model (blocks, n_embd, n_head, d_ff) and sequence length
+    (with the batch that keeps tokens per step constant) it trains; plus the depth operator."""
+    m, L, S = METHODS[args.method], cfg.n_layer, None
+    if args.method != 'apollo' and (args.sampling or args.layer_map):
+        raise InputError(f"--sampling and --layer_map belong to --method apollo, not {args.method}")
+    if args.method == 'scratch' and any(getattr(args, k) is not None for k in GROWTH_FLAGS):
+        raise InputError(f"--method scratch trains the target from the first step; "
+                         f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
+    stages = args.stages if args.stages is not None else m['stages'](L)
+    stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
+    op = args.depth_op or m['depth_op']
+    if any(b <= a for a, b in zip(stages, stages[1:])) or stages[0] < 1:
+        raise InputError(f"--stages {fmt(stages)} must be positive and strictly increasing")
+    if stages[-1] != L:
+        raise InputError(f"--stages {fmt(stages)} must end with n_layer = {L}")
+    S = len(stages)
+    if len(stage_at) != S - 1:
+        raise InputError(f"--stage_at {fmt(stage_at)} needs {S - 1} fractions, one per stage after "
+                         f"the first of --stages {fmt(stages)}")
+    if any(b <= a for a, b in zip(stage_at, stage_at[1:])) or any(not 0 < f < 1 for f in stage_at):
+        raise InputError(f"--stage_at {fmt(stage_at)} must be strictly increasing inside (0, 1)")
+    if op == 'identity' and cfg.kind != 'gpt':
+        raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with --model gpt")
+    starts = [0] + [round(f * args.max_steps) for f in stage_at]
+    if starts[-1] >= args.max_steps:
+        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps {args.max_steps}: "
+                         f"it would never train; use earlier fractions or more steps")
+
+    # width and length: fractions of the target per stage; --grow switches a dimension on with our defaults
+    grows = args.grow if args.grow is not None else m['grow']
+    ramp = [max(0.25, 2.0 ** (i - S + 1)) for i in range(S)]  # ..., 0.25, 0.25, 0.5, 1
+    fractions = {}
+    for flag, dim, size in (('ffn_stages', 'width', cfg.d_ff), ('embd_stages', None, cfg.n_embd),
+                            ('seq_stages', 'length', cfg.block_size)):
+        given = getattr(args, flag)
+        fr = given if given is not None else ramp if dim in grows else [1.0] * S
+        fractions[flag] = fr
+        if len(fr) != S:
+            raise InputError(f"--{flag} {fmt(fr)} has {len(fr)} entries; it needs one per stage of --stages "
+                             f"{fmt(stages)} ({S})")
+        if any(f > 1 for f in fr):
+            raise InputError(f"--{flag} {fmt(fr)}: a stage of {max(fr) * size:g} exceeds the target's {size}")
+        if any(f <= 0 for f in fr) or fr[-1] != 1 or any(b < a for a, b in zip(fr, fr[1:])):
+            raise InputError(f"--{flag} {fmt(fr)} must be positive fractions of the target, non-decreasing, "
+                             f"ending with 1")
+        sizes = [f * size for f in fr]
+        if any(v != int(v) for v in sizes) or any(int(b) % int(a) for a, b in zip(sizes, sizes[1:])):
+            raise InputError(f"--{flag} {fmt(fr)} of {size} gives sizes {fmt(sizes)}: each must be a whole number "
+                             f"that divides the next (growth tiles by whole factors)")
+    if any((f * cfg.n_head) != int(f * cfg.n_head) for f in fractions['embd_stages']):
+        raise InputError(f"--embd_stages {fmt(fractions['embd_stages'])} of --n_head {cfg.n_head}: the head count "
+                         f"must scale to whole numbers too (head_dim stays fixed)")
+    plan = []
+    for i in range(S):
+        seq = int(fractions['seq_stages'][i] * cfg.block_size)
+        if args.batch_size * cfg.block_size % seq:
+            raise InputError(f"--seq_stages: length {seq} does not divide the {args.batch_size * cfg.block_size} "
+                             f"tokens of a batch, so tokens per step could not stay constant")
+        plan.append(dict(start=starts[i], blocks=stages[i], n_embd=int(fractions['embd_stages'][i] * cfg.n_embd),
+                         n_head=int(fractions['embd_stages'][i] * cfg.n_head),
+                         d_ff=int(fractions['ffn_stages'][i] * cfg.d_ff), seq=seq,
+                         batch=args.batch_size * cfg.block_size // seq))
+    return plan, op
+
+
+def stage_of(step, plan):
+    """Index of the stage that trains `step` (stages whose start rounds to the same step are skipped)."""
+    return max(i for i, st in enumerate(plan) if st['start'] <= step)
+
+
+def fmt(values):
+    return ','.join(str(v) for v in values)
+
+
+def model_config(args, meta):
+    """The target Config from --size and its overrides, checked against the data."""
+    need = data.model_vocab(meta['vocab_size'])
+    if args.vocab_size is not None and args.vocab_size < meta['vocab_size'] + 1:
+        raise InputError(f"{args.data}/meta.json: vocabulary of {meta['vocab_size']} tokens (+[MASK]) exceeds "
+                         f"--vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or omit it: {need})")
+    cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
+                     n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
+                     bias=bool(args.bias))
+    for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
+        if getattr(cfg, k) <= 0:
+            raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+    if cfg.n_embd % cfg.n_head:
+        raise InputError(f"--n_embd {cfg.n_embd} is not divisible by --n_head {cfg.n_head}")
+    return cfg
+
+
+def lr_at(step, args, starts=(0,)):
+    """Linear warmup, then cosine or linear decay to min_lr, over the whole run: growth never restarts it.
+    With --rewarmup N the rate is ramped up again over the N steps after each growth (Staged Training).
+    `step` is the run's clock (see `train`): a float in scratch-equivalent steps under --budget flops."""
+    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
+    min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
+    if step < warmup:
+        return args.lr * min(1.0, (step + 1) / warmup)
+    progress = (step - warmup) / max(1, args.max_steps - warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.decay == 'cosine' else 1 - progress
+    lr = min_lr + shape * (args.lr - min_lr)
+    since_growth = step - max(s for s in starts if s <= step)
+    if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:
+        lr *= min(1.0, (since_growth + 1) / args.rewarmup)
+    return lr
