@@ -94,6 +94,7 @@ def train(args):
     if args.compile:  # block by block: every block has the same shapes, so one graph serves all of them,
         for block in model.blocks:  # at any depth Apollo samples; a growth compiles the new blocks
             block.compile()
+        warm(model, plan[run['stage']], evals[0], ctx, device)
     graphs = lambda: torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None  # noqa: E731
     # the DDP wrapper is rebuilt after every growth (new parameters); wrapping broadcasts rank 0's weights
     wrap = (lambda m: DDP(m, device_ids=[torch.cuda.current_device()] if device == 'cuda' else None)) if ddp \
@@ -147,7 +148,7 @@ def train(args):
                 total, count = all_sum(val * len(evals[rank::world]), len(evals[rank::world]), device=device)
                 val = total / count
             log.write(type='eval', step=step, val_loss=val, tokens=run['tokens'], flops=run['flops'],
-                      time=run['train_time'], depth=full.get('depth', len(model.blocks)))
+                      time=run['train_time'], depth=full.get('depth', len(model.blocks)), graphs=graphs())
             say(f"eval step {step}: val loss {val:.4f}")
             # saved before next_eval moves on: a run resumed here evaluates again (its log drops this record)
             data_rngs = [batches.rng.bit_generator.state] * world
@@ -172,7 +173,8 @@ def train(args):
             model, optimizer, event = grow(model, optimizer, st, depth_op, args, device, ctx, evals[0], full)
             net = wrap(model)
             event.update(old_seq=plan[run['stage']]['seq'], new_seq=st['seq'])
-            log.write(type='growth', step=step, stage=stage + 1, flops=run['flops'], time=run['train_time'], **event)
+            log.write(type='growth', step=step, stage=stage + 1, flops=run['flops'], time=run['train_time'],
+                      graphs=graphs(), **event)
             say(f"grow at step {step}: stage {stage + 1}/{len(plan)}, " +
                 ', '.join(f"{k} {event['old_' + k]} -> {event['new_' + k]}" for k in ('depth', 'n_embd', 'd_ff', 'seq')
                           if event['old_' + k] != event['new_' + k]) +
@@ -286,12 +288,22 @@ def grow(model, optimizer, stage, op, args, device, ctx, probe, full=None):
     if args.compile:
         for block in new.blocks:
             block.compile()
+        warm(new, stage, probe, ctx, device)
     loss_after, grad_after = loss_and_grad_norm(new, probe, ctx, device, **(full or {}))
     c, d = model.cfg, new.cfg
     event = dict(old_depth=c.n_blocks, new_depth=d.n_blocks, old_n_embd=c.n_embd, new_n_embd=d.n_embd,
                  old_d_ff=c.d_ff, new_d_ff=d.d_ff, op=op, src=src, loss_before=loss_before,
                  loss_after=loss_after, grad_norm_before=grad_before, grad_norm_after=grad_after)
     return new, new_optimizer, event
+
+
+def warm(model, stage, probe, ctx, device):
+    """--compile: one forward and backward at the stage's training shape, before the stage's clock starts, so that
+    its first step compiles nothing (the count of graphs is logged to check it). The batch is the probe's tokens
+    laid out as the stage's (batch, seq); the random state is put back, so warming changes no run."""
+    x, y = (t.reshape(stage['batch'], stage['seq']) for t in probe)
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == 'cuda' else []):
+        loss_and_grad_norm(model, (x, y), ctx, device)
 
 
 def depth_names(new, src):

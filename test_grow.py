@@ -786,14 +786,25 @@ def test_compile_trains_through_growth(corpus, tmp_path):
         torch.compile(lambda t: t * 2)(torch.ones(2))
     except Exception as e:  # no C++ compiler, or an unsupported platform
         pytest.skip(f"torch.compile is unavailable here: {type(e).__name__}: {e}")
-    plain = run(corpus, tmp_path / 'plain', '--method', 'stack', '--n_layer', 4, '--max_steps', 6, '--log_interval', 1)
-    compiled = run(corpus, tmp_path / 'compiled', '--method', 'stack', '--n_layer', 4, '--max_steps', 6,
+    # compound grows depth, FFN width and sequence length: every stage has new shapes
+    plain = run(corpus, tmp_path / 'plain', '--method', 'compound', '--n_layer', 4, '--max_steps', 6, '--log_interval', 1)
+    compiled = run(corpus, tmp_path / 'compiled', '--method', 'compound', '--n_layer', 4, '--max_steps', 6,
                    '--log_interval', 1, '--compile')
-    assert [g['step'] for g in records(tmp_path / 'compiled', 'growth')] == [1, 2]
+    assert [(g['step'], g['new_d_ff'], g['new_seq']) for g in records(tmp_path / 'compiled', 'growth')] == \
+        [(1, 64, 16), (2, 128, 32)]
     losses = [r['loss'] for r in records(tmp_path / 'compiled', 'train')]
     ref = [r['loss'] for r in records(tmp_path / 'plain', 'train')]
     np.testing.assert_allclose(losses, ref, rtol=1e-3)  # the same training, up to kernel rounding
     assert compiled['graphs'] >= 1 and plain['graphs'] is None
+    # each stage's shapes were warmed before its clock started: no training step compiled anything
+    with open(tmp_path / 'compiled' / 'log.jsonl') as f:
+        log = [json.loads(line) for line in f]
+    before = None
+    for r in log:
+        if r['type'] in ('eval', 'growth'):
+            before = r['graphs']
+        elif r['type'] == 'train':
+            assert r['graphs'] == before, (r['step'], r['graphs'], before)
 
 
 # ----------------------------------------------------------------------------- export to transformers (issue 8)
