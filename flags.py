@@ -230,6 +230,11 @@ def schedule(args, cfg):
     return plan, op
 
 
+def depth_sampling(args):
+    """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods."""
+    return args.sampling or METHODS[args.method]['sampling'], args.layer_map or 'interpolate'
+
+
 def stage_of(step, plan):
     """Index of the stage that trains `step` (stages whose start rounds to the same step are skipped)."""
     return max(i for i, st in enumerate(plan) if st['start'] <= step)

@@ -26,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import compare
 import data
 from data import InputError
-from flags import (DEFAULT_DATA, GROWTH_FLAGS, METHODS, lr_at, model_config, parse_args, pick_device, schedule,
-                   stage_of)
+from flags import (DEFAULT_DATA, GROWTH_FLAGS, METHODS, depth_sampling, lr_at, model_config, parse_args,
+                   pick_device, schedule, stage_of)
 from model import (Config, Transformer, flops_per_step, grow_depth, grow_width, num_params, sample_depth, to_hf,
                    widen)
 
@@ -75,8 +75,7 @@ def train(args):
     batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rank)  # each rank its own data
     # Apollo: a depth per step from an RNG of its own (the same on every rank, apart from the data's);
     # evaluation, growth probes and the final sample run the full depth L with the shared weights
-    sampling = args.sampling or METHODS[args.method]['sampling']
-    layer_map = args.layer_map or 'interpolate'
+    sampling, layer_map = depth_sampling(args)
     sampler = np.random.default_rng([args.seed, 1])
     full = dict(depth=cfg.n_layer, layer_map=layer_map) if sampling else {}
     evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
@@ -103,11 +102,12 @@ def train(args):
     if master:
         os.makedirs(args.out_dir, exist_ok=True)
     log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run['step'] if ckpt else None, enabled=master)
+    step_tokens = args.batch_size * args.grad_accum * cfg.block_size * world  # the same in every stage
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
     say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd {cfg.n_embd}, "
         f"T {cfg.block_size}, {args.method} on {device} ({dtype})" + (f" x {world} processes" if ddp else "") +
-        f", {args.max_steps} steps of {args.batch_size * args.grad_accum * cfg.block_size * world:,} tokens")
+        f", {args.max_steps} steps of {step_tokens:,} tokens")
     for i, st in enumerate(plan if len(plan) > 1 else []):
         where = f"step {st['start']}" if args.budget == 'steps' else f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
         say(f"stage {i + 1}/{len(plan)} from {where}: {st['blocks']} blocks, n_embd {st['n_embd']}, "
@@ -117,8 +117,7 @@ def train(args):
     # The run's clock, in scratch-equivalent steps: the step itself (--budget steps), or the FLOPs spent over
     # what one step of the full target costs (--budget flops). Stages, LR schedule, evaluations and the end
     # all read this clock, so under equal compute a cheap method simply takes more steps.
-    scratch_step = flops_per_step(cfg, cfg.n_layer, args.batch_size * args.grad_accum * cfg.block_size * world,
-                                  cfg.block_size)
+    scratch_step = flops_per_step(cfg, cfg.n_layer, step_tokens, cfg.block_size)
 
     def position():
         return run['step'] if args.budget == 'steps' else run['flops'] / scratch_step
@@ -495,9 +494,8 @@ def export_hf(args):
     model = Transformer(Config(**ckpt['config']))
     model.load_state_dict(ckpt['model'])
     model.eval()
-    sampling = args.sampling or METHODS[args.method]['sampling']
+    sampling, layer_map = depth_sampling(args)
     depth = model.cfg.n_layer if sampling else len(model.blocks)  # what evaluation runs
-    layer_map = args.layer_map or 'interpolate'
     meta = ckpt.get('meta') or load_data(args.data)[0]  # (checkpoints of earlier versions lack it)
     meta = {k: meta[k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
     try:

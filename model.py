@@ -328,7 +328,6 @@ def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None):
     return 6 * depth * per_layer * tokens + 6 * head * head_tokens + 12 * depth * C * seq_len * tokens
 
 
-
 def to_hf(model, depth, layer_map='interpolate', meta=None):
     """The model as a Hugging Face `GPT2LMHeadModel` or `BertForMaskedLM` with the same logits (transformers
     is optional and imported here only). Shared blocks are written out at `depth` through the layer map.
@@ -343,18 +342,16 @@ def to_hf(model, depth, layer_map='interpolate', meta=None):
         raise ImportError("the export needs transformers: pip install transformers safetensors")
     cfg = model.cfg
     blocks = [model.blocks[i] for i in map_layers(len(model.blocks), depth, layer_map)]
-    sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     C = cfg.n_embd
-    zeros = lambda n: torch.zeros(n)  # noqa: E731
-    bias = lambda m: m.bias.detach().float().cpu() if m.bias is not None else zeros(m.weight.shape[0])  # noqa
     w = lambda m: m.weight.detach().float().cpu()  # noqa: E731
+    bias = lambda m: m.bias.detach().float().cpu() if m.bias is not None else torch.zeros(m.weight.shape[0])  # noqa
     out = {}
     if cfg.kind == 'gpt':
         hf_cfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=C,
                                          n_layer=depth, n_head=cfg.n_head, n_inner=cfg.d_ff,
                                          activation_function='gelu', layer_norm_epsilon=1e-5, resid_pdrop=0.0,
                                          embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
-        out['transformer.wte.weight'], out['transformer.wpe.weight'] = sd['wte.weight'], sd['wpe.weight']
+        out['transformer.wte.weight'], out['transformer.wpe.weight'] = w(model.wte), w(model.wpe)
         for i, b in enumerate(blocks):
             p = f'transformer.h.{i}.'
             for ours, theirs in ((b.ln_1, 'ln_1'), (b.ln_2, 'ln_2')):
@@ -363,7 +360,7 @@ def to_hf(model, depth, layer_map='interpolate', meta=None):
                                  (b.mlp.c_fc, 'mlp.c_fc'), (b.mlp.c_proj, 'mlp.c_proj')):
                 out[p + theirs + '.weight'], out[p + theirs + '.bias'] = w(ours).T.contiguous(), bias(ours)
         out['transformer.ln_f.weight'], out['transformer.ln_f.bias'] = w(model.ln_f), bias(model.ln_f)
-        out['lm_head.weight'] = sd['wte.weight']
+        out['lm_head.weight'] = w(model.wte)
         hf = transformers.GPT2LMHeadModel(hf_cfg)
     else:
         hf_cfg = transformers.BertConfig(vocab_size=cfg.vocab_size, hidden_size=C, num_hidden_layers=depth,
@@ -372,7 +369,7 @@ def to_hf(model, depth, layer_map='interpolate', meta=None):
                                          type_vocab_size=1, layer_norm_eps=1e-5, hidden_dropout_prob=0.0,
                                          attention_probs_dropout_prob=0.0, tie_word_embeddings=True)
         e = 'bert.embeddings.'
-        out[e + 'word_embeddings.weight'], out[e + 'position_embeddings.weight'] = sd['wte.weight'], sd['wpe.weight']
+        out[e + 'word_embeddings.weight'], out[e + 'position_embeddings.weight'] = w(model.wte), w(model.wpe)
         out[e + 'token_type_embeddings.weight'] = torch.zeros(1, C)
         out[e + 'LayerNorm.weight'], out[e + 'LayerNorm.bias'] = w(model.ln_emb), bias(model.ln_emb)
         for i, b in enumerate(blocks):
@@ -387,8 +384,8 @@ def to_hf(model, depth, layer_map='interpolate', meta=None):
         c = 'cls.predictions.'
         out[c + 'transform.dense.weight'], out[c + 'transform.dense.bias'] = w(model.mlm_dense), bias(model.mlm_dense)
         out[c + 'transform.LayerNorm.weight'], out[c + 'transform.LayerNorm.bias'] = w(model.ln_f), bias(model.ln_f)
-        out[c + 'bias'] = out[c + 'decoder.bias'] = sd['mlm_bias']
-        out[c + 'decoder.weight'] = sd['wte.weight']
+        out[c + 'bias'] = out[c + 'decoder.bias'] = model.mlm_bias.detach().float().cpu()
+        out[c + 'decoder.weight'] = w(model.wte)
         hf = transformers.BertForMaskedLM(hf_cfg)
     missing, unexpected = hf.load_state_dict(out, strict=False)
     missing = [k for k in missing if not k.endswith(('attn.bias', 'attn.masked_bias', 'position_ids'))]
