@@ -58,8 +58,9 @@ def get_parser():
         a(f'--{name}', type=int, default=None, help='override the size')
     a('--dropout', type=float, default=0.0)
     a('--bias', type=int, default=1, choices=(0, 1))
-    a('--pos', default=None, choices=('learned', 'rope'), help='positions: learned (an absolute table; the '
-      'default) or rope (rotary on q and k, no table; RoFormer)')
+    a('--pos', default=None, choices=('learned', 'rope'), help='positions: learned (an absolute table; GPT\'s '
+      'default and the original BERT\'s) or rope (rotary on q and k, no table; RoFormer; BERT\'s default: it '
+      'leaves the unigram plateau that a learned table keeps a small BERT on, see README)')
     a('--norm', default=None, choices=('pre', 'post'), help='LayerNorm before each sublayer (pre; GPT\'s default) '
       'or after it (post; the original BERT\'s, its default)')
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in training '
@@ -194,9 +195,9 @@ def parse_args(argv=None):
     if args.length_op == 'pool' and args.model != 'bert':
         raise InputError("--length_op pool keeps the masked positions as queries: it is for --model bert; "
                          "use --length_op truncate with gpt")
-    if args.length_op == 'pool' and (args.pos or 'learned') != 'learned':
-        raise InputError("--length_op pool averages position embeddings, and --pos rope has none: use --pos learned "
-                         "with it, or --length_op truncate")
+    if args.length_op == 'pool' and positions(args) != 'learned':
+        raise InputError("--length_op pool averages position embeddings, and --pos rope (BERT's default) has none: "
+                         "add --pos learned, or use --length_op truncate")
     if not 0 < args.mask_rate < 1:
         raise InputError(f"--mask_rate must be in (0, 1), got {args.mask_rate}")
     if args.size == 'auto':
@@ -358,6 +359,11 @@ def fmt(values):
     return ','.join(str(v) for v in values)
 
 
+def positions(args):
+    """--pos, or the kind's default: GPT a learned table, BERT rotary (README: "A BERT that learns on a CPU")."""
+    return args.pos or ('rope' if args.model == 'bert' else 'learned')
+
+
 def model_config(args, meta):
     """The target Config from --size and its overrides, checked against the data."""
     need = data.model_vocab(meta['vocab_size'])
@@ -366,7 +372,7 @@ def model_config(args, meta):
                          f"--vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or omit it: {need})")
     cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
                      n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
-                     bias=bool(args.bias), pos=args.pos or 'learned',
+                     bias=bool(args.bias), pos=positions(args),
                      pre_ln=None if args.norm is None else args.norm == 'pre')
     for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
         if getattr(cfg, k) <= 0:

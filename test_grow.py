@@ -539,8 +539,8 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'bert apollo, inside stage 3': ([*APOLLO, '--model', 'bert', '--max_steps', 24, '--eval_interval', 6], 7),
     'gpt compound, hidden size too': ([*COMPOUND, '--model', 'gpt', '--max_steps', 20, '--eval_interval', 5,
                                        '--embd_stages', '0.5,1,1'], 1),
-    'bert compound, pooled length': ([*COMPOUND, '--model', 'bert', '--length_op', 'pool', '--max_steps', 20,
-                                      '--eval_interval', 5], 1),
+    'bert compound, pooled length': ([*COMPOUND, '--model', 'bert', '--length_op', 'pool', '--pos', 'learned',
+                                      '--max_steps', 20, '--eval_interval', 5], 1),
     'bert apollo, width and length': ([*COMPOUND, '--method', 'apollo', '--n_layer', 8, '--model', 'bert',
                                        '--max_steps', 20, '--eval_interval', 5, '--grow', 'width,embd,length',
                                        '--embd_stages', '0.5,0.5,1,1'], 1),
@@ -894,7 +894,7 @@ def test_pooling_trains_every_position_and_predicts_each_mask():
 
 
 def test_pooled_compound_bert_grows_the_pooling(corpus, tmp_path):
-    run(corpus, tmp_path, *COMPOUND, '--model', 'bert', '--length_op', 'pool', '--max_steps', 20)
+    run(corpus, tmp_path, *COMPOUND, '--model', 'bert', '--length_op', 'pool', '--pos', 'learned', '--max_steps', 20)
     train = records(tmp_path, 'train')
     assert {r['seq'] for r in train} == {32} and set(np.diff([0] + [r['tokens'] for r in train])) == {8 * 32}
     assert [(g['old_pool'], g['new_pool'], g['new_seq']) for g in records(tmp_path, 'growth')] == [(4, 2, 32),
@@ -1121,17 +1121,17 @@ def test_compile_trains_through_growth(corpus, tmp_path):
 
 @pytest.mark.parametrize('kind, argv', [
     ('gpt', ['--method', 'scratch', '--n_layer', 4]),
-    ('bert', ['--method', 'scratch', '--n_layer', 4, '--bias', 0]),
+    ('bert', ['--method', 'scratch', '--n_layer', 4, '--bias', 0, '--pos', 'learned']),  # the papers' BERT
     ('gpt', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # 3 shared blocks, written out at depth 8
     ('bert', ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--embd_stages', '0.5,1,1']),  # grown wider
-    ('bert', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3, '--pos', 'rope']),  # RoFormerForMaskedLM
+    ('bert', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # rotary (the default): RoFormerForMaskedLM
 ])
 def test_export_hf_logits_match(corpus, tmp_path, kind, argv):
     transformers = pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
     run(corpus, tmp_path / 'run', '--model', kind, '--max_steps', 8, *argv)
     grow.main(['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')])
-    cls = transformers.GPT2LMHeadModel if kind == 'gpt' else transformers.RoFormerForMaskedLM if 'rope' in argv \
-        else transformers.BertForMaskedLM
+    cls = transformers.GPT2LMHeadModel if kind == 'gpt' else transformers.BertForMaskedLM if 'learned' in argv \
+        else transformers.RoFormerForMaskedLM  # BERT's default: rotary positions
     hf = cls.from_pretrained(str(tmp_path / 'hf')).eval()
     ck = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=False)
     ours = Transformer(Config(**ck['config'])).eval()
@@ -1218,8 +1218,9 @@ def test_bad_compound_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--grow', 'height'], '--grow', 'width, embd, length')
     fails(capsys, base + ['--grow', 'none,width'], '--grow', 'give none, or')
     fails(capsys, base + ['--length_op', 'pool'], '--length_op pool', 'bert')
-    fails(capsys, base + ['--model', 'bert', '--length_op', 'pool', '--grow', 'width'], '--length_op pool', 'none')
-    fails(capsys, base + ['--model', 'bert', '--length_op', 'pool', '--pos', 'rope'], '--length_op pool', 'rope')
+    fails(capsys, base + ['--model', 'bert', '--length_op', 'pool', '--pos', 'learned', '--grow', 'width'],
+          '--length_op pool', 'none')
+    fails(capsys, base + ['--model', 'bert', '--length_op', 'pool'], '--length_op pool', 'rope', '--pos learned')
     fails(capsys, base + ['--model', 'bert', '--mask_rate', '1.5'], '--mask_rate', '(0, 1)')
     fails(capsys, base + ['--model', 'bert', '--depth_op', 'identity'], 'identity', '--norm pre')
     fails(capsys, ['--method', 'scratch', '--grow', 'width', '--data', corpus], '--method scratch')
