@@ -28,7 +28,26 @@ METHODS = {
                         sampling=None, dims=[]),
     'compound':    dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.1, 0.3], depth_op='stack',
                         sampling=None, dims=['width', 'length']),
+    'gstack':      dict(stages=lambda L: [L // 4, L], stage_at=[0.25], depth_op='stack', sampling=None, dims=[]),
+    'midas':       dict(stages=lambda L: midas_stages(L), stage_at=None, depth_op='middle', sampling=None, dims=[]),
 }
+# G_stack (Du et al. 2024, Sec. 3-4): one growth, stacking the whole L/4-layer model 4 times (their g = 4). Its
+# timing is a token count from a fitted law (their Eq. 1) that our budgets cannot express; we grow at a fraction
+# of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages;
+# `midas_stages`), each stage's length proportional to its index (PROP-1), so the full model trains the last 2/7.
+
+
+def midas_stages(L):
+    b = max(1, L // 6)
+    return list(range(b, L, b)) + [L]
+
+
+def prop1(n_stages):
+    """Stage boundaries (fractions of the budget) when stage i (1-based) lasts in proportion to i."""
+    total = n_stages * (n_stages + 1) / 2
+    return [round(sum(range(1, i + 1)) / total, 4) for i in range(1, n_stages)]
+
+
 # --grow's dimensions, each with the flag of its per-stage fractions and the target size it scales
 DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'), 'length': ('seq_stages', 'block_size')}
 DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
@@ -68,9 +87,9 @@ def get_parser():
     a('--method', default='apollo', choices=tuple(METHODS))
     a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's)")
     a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
-    a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity'),
+    a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity', 'middle'),
       help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "
-           "with zeroed output projections (pre-LN GPT only)")
+           "with zeroed output projections (pre-LN GPT only); middle = copy the middle block of layers (MIDAS)")
     a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
       help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
     a('--layer_map', default=None, choices=('interpolate', 'stack'),
@@ -289,7 +308,7 @@ def depth_schedule(args, cfg):
         raise InputError(f"--method scratch trains the target from the first step; "
                          f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
     n_blocks = args.stages if args.stages is not None else m['stages'](L)
-    stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
+    stage_at = args.stage_at if args.stage_at is not None else m['stage_at'] or prop1(len(n_blocks))
     op = args.depth_op or m['depth_op']
     if any(b <= a for a, b in zip(n_blocks, n_blocks[1:])) or n_blocks[0] < 1:
         raise InputError(f"--stages {fmt(n_blocks)} must be positive and strictly increasing")
@@ -300,6 +319,9 @@ def depth_schedule(args, cfg):
                          f"the first of --stages {fmt(n_blocks)}")
     if any(b <= a for a, b in zip(stage_at, stage_at[1:])) or any(not 0 < f < 1 for f in stage_at):
         raise InputError(f"--stage_at {fmt(stage_at)} must be strictly increasing inside (0, 1)")
+    if op == 'middle' and any(b > 2 * a for a, b in zip(n_blocks, n_blocks[1:])):
+        raise InputError(f"--depth_op middle copies a middle block of the old layers, so a growth can at most "
+                         f"double the depth; --stages {fmt(n_blocks)} grows more")
     if op == 'identity' and not cfg.pre_ln:
         raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with --model gpt "
                          "or --norm pre")

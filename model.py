@@ -270,6 +270,19 @@ class Transformer(nn.Module):
         return logits, F.cross_entropy(logits.float(), torch.gather(targets, 1, order)[valid])
 
 
+def middle_copy(k_old, k_new):
+    """MIDAS's growth (Saunshi et al. 2024, "On the Inductive Bias of Stacking Towards Improving Reasoning",
+    Fig. 1a): view the k_old layers as n = k_old // b blocks of b = k_new - k_old layers, copy the middle block
+    (block ceil(n / 2)) and put the copy right after it, so the first and last layers keep their places; gradual
+    stacking (StackBERT) copies the last layers instead. Old layer of each new layer, e.g. 6 -> 8 (b = 2, blocks
+    01|23|45): 0,1,2,3,2,3,4,5; 4 -> 6: 0,1,0,1,2,3; and 6 -> 12 (one block) is the same as stacking."""
+    b = k_new - k_old
+    if not 0 < b <= k_old:
+        raise ValueError(f"a middle copy adds 1 to {k_old} layers to {k_old}, not {b}: at most double the depth")
+    s = (k_old // b - 1) // 2 * b  # first layer of the middle block
+    return list(range(s + b)) + list(range(s, k_old))
+
+
 def deepen(model, k_new, op='interpolate', noise=0.0):
     """A new model owning k_new weight blocks made from the k_old blocks of `model`.
 
@@ -277,6 +290,7 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
     interpolate (Apollo Eq. 12):             new block i <- old block (i * k_old) // k_new (each next to itself)
     identity (StackBERT's identity variant): interpolate, but every second copy gets zero output projections
         (attention out, FFN second matrix, their biases), so a pre-LN model computes exactly the same function.
+    middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle block of layers is copied, see `middle_copy`.
     Every block is a fresh deep copy: no two blocks share storage, so they can drift apart.
     noise > 0 (--depth_noise; G_stack, Du et al. 2024, found about 20% slightly better than exact copies): every
     copy after the first of an old block gets, in each weight tensor W, W + noise * std(W) * N(0, 1) elementwise
@@ -288,7 +302,8 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
         raise ValueError(f"growth must add blocks: {k_old} -> {k_new}")
     if op == 'identity' and not model.cfg.pre_ln:
         raise ValueError("the identity depth operator preserves the function of pre-LN models only")
-    src = map_layers(k_old, k_new, 'stack' if op == 'stack' else 'interpolate')
+    src = middle_copy(k_old, k_new) if op == 'middle' else map_layers(k_old, k_new, 'stack' if op == 'stack' else
+                                                                       'interpolate')
     new = copy.deepcopy(model)  # embeddings and head: the same values in fresh tensors
     new.blocks = nn.ModuleList(copy.deepcopy(model.blocks[j]) for j in src)
     new.cfg = replace(model.cfg, n_blocks=k_new)

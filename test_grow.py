@@ -21,7 +21,8 @@ import compare
 import data
 import flags
 import grow
-from model import Config, Transformer, deepen, flops_per_step, map_layers, rotate, sample_depth, widen
+from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, rotate, sample_depth,
+                   widen)
 
 
 
@@ -378,6 +379,35 @@ def test_deepen_copies_mapped_blocks(kind, op, expected):
     assert len(set(ptrs)) == len(ptrs)  # fresh storage: nothing aliased, within or across models
 
 
+def test_middle_copy_and_gstack_maps_worked_by_hand():
+    """MIDAS copies the middle block of b = k_new - k_old layers right after itself; G_stack stacks x4."""
+    assert middle_copy(6, 8) == [0, 1, 2, 3, 2, 3, 4, 5]  # blocks 01|23|45: the middle one, 23, twice
+    assert middle_copy(4, 6) == [0, 1, 0, 1, 2, 3]  # blocks 01|23: block ceil(2/2) = the first
+    assert middle_copy(10, 12) == [0, 1, 2, 3, 4, 5, 4, 5, 6, 7, 8, 9]
+    assert middle_copy(6, 12) == map_layers(6, 12, 'stack') == [0, 1, 2, 3, 4, 5] * 2  # one block: stacking
+    with pytest.raises(ValueError):
+        middle_copy(3, 7)  # more than doubling: there is no middle block that large
+    torch.manual_seed(0)
+    old = Transformer(small('gpt', n_layer=12, n_blocks=3))
+    new, src = deepen(old, 12, 'stack')  # G_stack's one growth, 3 -> 12
+    assert src == [0, 1, 2] * 4 and all(blocks_equal(new.blocks[i], old.blocks[j]) for i, j in enumerate(src))
+    new, src = deepen(Transformer(small('gpt', n_layer=12, n_blocks=6)), 8, 'middle')
+    assert src == [0, 1, 2, 3, 2, 3, 4, 5]
+
+
+def test_gstack_and_midas_schedules():
+    cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=12, n_head=4, n_embd=32, d_ff=128)
+
+    def plan(*argv):
+        stages, op = flags.schedule(flags.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
+        return [(s['n_blocks'], s['start']) for s in stages], op
+    assert plan('--method', 'gstack') == ([(3, 0), (12, 52)], 'stack')  # (0.25 of 210 rounds to 52)
+    # MIDAS: blocks of 2 layers, stage i lasting in proportion to i (1+2+...+6 = 21 parts of 10 steps)
+    assert plan('--method', 'midas') == ([(2, 0), (4, 10), (6, 30), (8, 60), (10, 100), (12, 150)], 'middle')
+    with pytest.raises(data.InputError, match="double"):
+        plan('--method', 'midas', '--stages', '2,6,12', '--stage_at', '0.2,0.5')
+
+
 @pytest.mark.parametrize('kind, options', [('gpt', {}), ('gpt', OPTIONS['rope']), ('bert', dict(pre_ln=True)),
                                            ('bert', dict(pre_ln=True, pos='rope'))])
 def test_identity_growth_preserves_the_function_of_pre_ln_models(kind, options):
@@ -535,6 +565,7 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'bert scratch': (['--model', 'bert', '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1], 8),
     'gpt stack, before both growths': (['--model', 'gpt', '--method', 'stack', *GROWTH], 1),
     'bert interpolate, before both growths': (['--model', 'bert', '--method', 'interpolate', *GROWTH], 1),
+    'bert midas, before its three growths': (['--model', 'bert', '--method', 'midas', *GROWTH], 1),
     'gpt apollo, inside stage 3': ([*APOLLO, '--model', 'gpt', '--max_steps', 24, '--eval_interval', 6], 7),
     'bert apollo, inside stage 3': ([*APOLLO, '--model', 'bert', '--max_steps', 24, '--eval_interval', 6], 7),
     'gpt compound, hidden size too': ([*COMPOUND, '--model', 'gpt', '--max_steps', 20, '--eval_interval', 5,
@@ -732,14 +763,16 @@ def test_growth_happens_at_the_expected_steps(corpus, tmp_path):
 
 
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
-@pytest.mark.parametrize('method', ['stack', 'interpolate', 'compound'])
-def test_loss_falls_after_every_growth(corpus, tmp_path, kind, method):
+@pytest.mark.parametrize('method, stage_at', [('stack', '0.25,0.5'), ('interpolate', '0.25,0.5'),
+                                              ('compound', '0.25,0.5'), ('gstack', '0.25'),
+                                              ('midas', '0.25,0.5,0.75')])  # (midas: 1,2,3,4 blocks)
+def test_loss_falls_after_every_growth(corpus, tmp_path, kind, method, stage_at):
     """Four steps after each growth the grown model beats the model it grew from, on the same eval batches."""
     run(corpus, tmp_path, *(COMPOUND if method == 'compound' else ['--n_layer', 4]), '--model', kind,
-        '--method', method, '--max_steps', 48, '--eval_interval', 4, '--lr', '3e-3', '--stage_at', '0.25,0.5')
+        '--method', method, '--max_steps', 48, '--eval_interval', 4, '--lr', '3e-3', '--stage_at', stage_at)
     val = {r['step']: r['val_loss'] for r in records(tmp_path, 'eval')}
     growths = records(tmp_path, 'growth')
-    assert [g['step'] for g in growths] == [12, 24]
+    assert [g['step'] for g in growths] == [12, 24, 36][:stage_at.count(',') + 1]
     for g in growths:  # the evaluation at step g ran just before the growth
         assert val[g['step'] + 4] < val[g['step']] - 0.02, (g, val)
 
