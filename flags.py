@@ -29,12 +29,19 @@ METHODS = {
     'compound':    dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.1, 0.3], depth_op='stack',
                         sampling=None, dims=['width', 'length']),
     'gstack':      dict(stages=lambda L: [L // 4, L], stage_at=[0.25], depth_op='stack', sampling=None, dims=[]),
-    'midas':       dict(stages=lambda L: midas_stages(L), stage_at=None, depth_op='middle', sampling=None, dims=[]),
+    'midas':       dict(stages=lambda L: midas_stages(L), stage_at=lambda S: prop1(S), depth_op='middle',
+                        sampling=None, dims=[]),
+    # RaPTr owns all L blocks from the start; its stages are path lengths (layers run per step), not blocks
+    'raptr':       dict(stages=lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
+                        stage_at=lambda S: [round(i / S, 4) for i in range(1, S)], depth_op=None, sampling=None,
+                        dims=[]),
 }
 # G_stack (Du et al. 2024, Sec. 3-4): one growth, stacking the whole L/4-layer model 4 times (their g = 4). Its
 # timing is a token count from a fitted law (their Eq. 1) that our budgets cannot express; we grow at a fraction
 # of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages;
 # `midas_stages`), each stage's length proportional to its index (PROP-1), so the full model trains the last 2/7.
+# RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
+# the paper), in stages of equal length.
 
 
 def midas_stages(L):
@@ -85,7 +92,8 @@ def get_parser():
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in training '
       '(80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
     a('--method', default='apollo', choices=tuple(METHODS))
-    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's)")
+    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's; raptr: the "
+      "layers its random path runs per stage, e.g. 6,8,10,12)")
     a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
     a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity', 'middle'),
       help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "
@@ -277,9 +285,13 @@ def pick_device(args):
 def schedule(args, cfg):
     """The stages of a run, in order: where each starts (a step of the budget's clock) and the model it trains
     (n_blocks, n_embd, n_head, d_ff) on `batch` windows of `seq` tokens (tokens per step stay constant), each
-    mean-pooled by `pool` under --length_op pool; plus the depth operator of its growths."""
+    mean-pooled by `pool` under --length_op pool, and (RaPTr) the length of its random `path`; plus the depth
+    operator of its growths."""
     n_blocks, starts, op = depth_schedule(args, cfg)
     fractions = dim_fractions(args, cfg, n_blocks)
+    paths = n_blocks if args.method == 'raptr' else [None] * len(n_blocks)  # RaPTr: layers run per step
+    if args.method == 'raptr':
+        n_blocks = [cfg.n_layer] * len(n_blocks)
     pooled = args.length_op == 'pool'
     if pooled and min(fractions['seq_stages']) == 1:
         raise InputError("--length_op pool shortens the stages that --seq_stages (or --grow length) makes short, "
@@ -294,7 +306,8 @@ def schedule(args, cfg):
         # truncate: `batch` windows of `seq` tokens; pool: full windows, each run as seq / pool positions
         stages.append(dict(start=start, n_blocks=n_blocks[i], n_embd=int(embd * cfg.n_embd),
                            n_head=int(embd * cfg.n_head), d_ff=int(fractions['ffn_stages'][i] * cfg.d_ff),
-                           seq=seq * pool, batch=args.batch_size * cfg.block_size // (seq * pool), pool=pool))
+                           seq=seq * pool, batch=args.batch_size * cfg.block_size // (seq * pool), pool=pool,
+                           path=paths[i]))
     return stages, op
 
 
@@ -308,10 +321,16 @@ def depth_schedule(args, cfg):
         raise InputError(f"--method scratch trains the target from the first step; "
                          f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
     n_blocks = args.stages if args.stages is not None else m['stages'](L)
-    stage_at = args.stage_at if args.stage_at is not None else m['stage_at'] or prop1(len(n_blocks))
+    stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
+    if callable(stage_at):  # a rule for any number of stages (midas, raptr)
+        stage_at = stage_at(len(n_blocks))
     op = args.depth_op or m['depth_op']
     if any(b <= a for a, b in zip(n_blocks, n_blocks[1:])) or n_blocks[0] < 1:
         raise InputError(f"--stages {fmt(n_blocks)} must be positive and strictly increasing")
+    if args.method == 'raptr' and (n_blocks[0] < 2 or args.depth_op or args.depth_noise is not None):
+        raise InputError(f"--method raptr: --stages {fmt(n_blocks)} are path lengths, each keeping the first and "
+                         f"last layer (at least 2); it owns all blocks from the start, so --depth_op and "
+                         f"--depth_noise do not apply")
     if n_blocks[-1] != L:
         raise InputError(f"--stages {fmt(n_blocks)} must end with n_layer = {L}")
     if len(stage_at) != len(n_blocks) - 1:
@@ -354,6 +373,9 @@ def dim_fractions(args, cfg, n_blocks):
         if any(v != int(v) for v in sizes) or any(int(b) % int(a) for a, b in zip(sizes, sizes[1:])):
             raise InputError(f"--{flag} {fmt(fr)} of {size} gives sizes {fmt(sizes)}: each must be a whole number "
                              f"that divides the next (growth tiles by whole factors)")
+    if args.method == 'raptr' and min(fractions['ffn_stages'] + fractions['embd_stages']) < 1:
+        raise InputError("--method raptr trains paths through the full model from the first step: it does not grow "
+                         "width or embd (--grow length, shorter sequences early, does apply)")
     if any((f * cfg.n_head) != int(f * cfg.n_head) for f in fractions['embd_stages']):
         raise InputError(f"--embd_stages {fmt(fractions['embd_stages'])} of --n_head {cfg.n_head}: the head count "
                          f"must scale to whole numbers too (head_dim stays fixed)")

@@ -33,8 +33,8 @@ import data
 from data import InputError
 from flags import (DEFAULT_DATA, GROWTH_FLAGS, METHODS, RESUMABLE, depth_sampling, evaluation_depth, get_parser,
                    lr_at, model_config, parse_args, pick_device, read_checkpoint, schedule, stage_of, to_argv)
-from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, sample_depth, tile,
-                   to_hf, widen)
+from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, random_path, sample_depth,
+                   tile, to_hf, widen)
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
@@ -61,7 +61,7 @@ def train(args, request=None):
               enabled=rt.master)
     describe(args, rt, cfg, stages, depth_op, step_tokens)
     budget = make_budget(args, cfg, stages, step_tokens)
-    watch, window, ran = Stopwatch(rt.device == 'cuda'), Window.at(progress), []
+    watch, window, ran, paths = Stopwatch(rt.device == 'cuda'), Window.at(progress), [], []
 
     while True:
         pos = budget.position(progress)
@@ -84,11 +84,12 @@ def train(args, request=None):
             watch.restart()
 
         lr = lr_at(pos, args, budget.starts)
-        depths = draw_depths(len(model.blocks), cfg.n_layer, sampling, sampler, args)
-        loss, flops, applied = train_step(net, optimizer, batches, stages[i], lr, depths, layer_map, args, rt)
+        depths, layers = draw_depths(len(model.blocks), cfg.n_layer, stages[i], sampling, layer_map, sampler, args)
+        loss, flops, applied = train_step(net, optimizer, batches, stages[i], lr, depths, layers, args, rt)
         progress.add_step(depths, step_tokens, flops, applied)
         window.depths += depths
         ran += depths
+        paths += [layers] if stages[i]['path'] else []
         if not applied:
             skipped_step(log, rt, args, progress, stages, loss, lr)
 
@@ -107,7 +108,7 @@ def train(args, request=None):
     if not done:
         stopped_early(args, rt, request, progress)
     return dict(step=progress.step, val_loss=val, flops=progress.flops, tokens=progress.tokens, model=model,
-                depths=ran, graphs=compiled_graphs(args))
+                depths=ran, paths=paths, graphs=compiled_graphs(args))
 
 
 def stopped_early(args, rt, request, progress):
@@ -208,6 +209,7 @@ class Runtime:
     dtype: str
     rank: int = 0
     world: int = 1
+    unused: bool = False  # some parameters may get no gradient in a step (RaPTr's skipped layers)
 
     @property
     def ddp(self):
@@ -228,7 +230,9 @@ class Runtime:
         """DDP's wrapper (rebuilt after every growth: new parameters); wrapping broadcasts rank 0's weights."""
         if not self.ddp:
             return model
-        return DDP(model, device_ids=[torch.cuda.current_device()] if self.device == 'cuda' else None)
+        # RaPTr's skipped layers get no gradient in a step: DDP must not wait for them
+        return DDP(model, device_ids=[torch.cuda.current_device()] if self.device == 'cuda' else None,
+                   find_unused_parameters=self.unused)
 
 
 class StopRequest:
@@ -295,7 +299,7 @@ def start_runtime(args):
     rt = Runtime(device, dtype)
     if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
-        rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size())
+        rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(), unused=args.method == 'raptr')
         if device == 'cuda':
             torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
     if device == 'cuda':  # TF32 for the float32 matmuls that autocast leaves
@@ -399,8 +403,8 @@ def make_budget(args, cfg, stages, step_tokens):
     head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
     step_flops = []
     for st in stages:
-        depth = np.mean([sample_depth(st['n_blocks'], cfg.n_layer, sampling, rng) for _ in range(1000)]) \
-            if sampling else st['n_blocks']
+        depth = st['path'] or (np.mean([sample_depth(st['n_blocks'], cfg.n_layer, sampling, rng)
+                                        for _ in range(1000)]) if sampling else st['n_blocks'])
         shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
         queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
         step_flops.append(flops_per_step(shape, depth, step_tokens, st['seq'], head, st['pool'], queries))
@@ -421,7 +425,8 @@ def describe(args, rt, cfg, stages, depth_op, step_tokens):
             f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
         rt.say(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd {st['n_embd']}, "
                f"d_ff {st['d_ff']}, T {st['seq']}" + (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "")
-               + f" x batch {st['batch']}" + (f", grown by {depth_op}" if i else "") +
+               + f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
+               (f", random paths of {st['path']} layers" if st['path'] else "") +
                (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
 
 
@@ -483,7 +488,7 @@ def grow_at_boundary(model, optimizer, stages, i, depth_op, args, rt, progress, 
     log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops, time=progress.train_time,
               graphs=compiled_graphs(args), **record)
     changes = ', '.join(f"{k} {record['old_' + k]} -> {record['new_' + k]}"
-                        for k in ('blocks', 'n_embd', 'd_ff', 'seq', 'pool')
+                        for k in ('blocks', 'n_embd', 'd_ff', 'seq', 'pool', 'path')
                         if record['old_' + k] != record['new_' + k])
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(stages)}, {changes} | loss {record['loss_before']:.4f} "
            f"-> {record['loss_after']:.4f} | grad norm {record['grad_norm_before']:.3f} -> "
@@ -522,7 +527,8 @@ def grow(model, optimizer, old, new, op, args, rt, probe):
     loss_after, grad_after = loss_and_grad_norm(grown, probe, rt, **evaluation_depth(args, grown.cfg))
     record = dict(op=op, src=src, loss_before=loss_before, loss_after=loss_after, grad_norm_before=grad_before,
                   grad_norm_after=grad_after)
-    for key, name in (('n_blocks', 'blocks'), ('n_embd', 'n_embd'), ('d_ff', 'd_ff'), ('seq', 'seq'), ('pool', 'pool')):
+    for key, name in (('n_blocks', 'blocks'), ('n_embd', 'n_embd'), ('d_ff', 'd_ff'), ('seq', 'seq'), ('pool', 'pool'),
+                      ('path', 'path')):
         record['old_' + name], record['new_' + name] = old[key], new[key]
     return grown, new_optimizer, record
 
@@ -550,12 +556,18 @@ def loss_and_grad_norm(model, batch, rt, **depth):
     return loss.item(), norm.item()
 
 
-def draw_depths(k, L, sampling, sampler, args):
-    """The depth each micro-batch of a step runs: Apollo draws one per step (every micro-batch and process run
-    it), or one per micro-batch with --sample_per micro (the official code's granularity); the others run k."""
+def draw_depths(k, L, stage, sampling, layer_map, sampler, args):
+    """The depth each micro-batch of a step runs, and the layer map that runs it. Apollo draws one depth per step
+    (every micro-batch and process run it), or one per micro-batch with --sample_per micro (the official code's
+    granularity); RaPTr draws one random path of the stage's length per step (`random_path`); the others run
+    their k blocks."""
+    if stage['path']:
+        path = random_path(k, stage['path'], sampler)
+        return [len(path)], path
     if not sampling:
-        return [k]
-    return [sample_depth(k, L, sampling, sampler) for _ in range(args.grad_accum if args.sample_per == 'micro' else 1)]
+        return [k], layer_map
+    return [sample_depth(k, L, sampling, sampler) for _ in range(args.grad_accum if args.sample_per == 'micro' else 1)], \
+        layer_map
 
 
 def train_step(net, optimizer, batches, stage, lr, depths, layer_map, args, rt):

@@ -12,6 +12,7 @@ import copy
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -66,7 +67,12 @@ def map_layers(k, d, how='interpolate'):
     interpolate (Apollo Eq. 12, its default): w(t) = (t * k) // d, e.g. k=3, d=7 -> 0,0,0,1,1,2,2.
       Integer arithmetic on purpose: the official int(t / (d / k)) rounds wrongly for some k >= 14.
     stack (StackBERT; Apollo Eq. 11): w(t) = t % k, e.g. k=3, d=7 -> 0,1,2,0,1,2,0.
+    a list of d block indices: that path itself (RaPTr's random path, `random_path`).
     """
+    if not isinstance(how, str):  # a path: the blocks to run, in order (RaPTr, `random_path`)
+        if len(how) != d:
+            raise ValueError(f"a path of {len(how)} blocks does not run depth {d}")
+        return list(how)
     if not k <= d:
         raise ValueError(f"depth {d} is smaller than the {k} blocks the model owns")
     if how == 'interpolate':
@@ -281,6 +287,18 @@ def middle_copy(k_old, k_new):
         raise ValueError(f"a middle copy adds 1 to {k_old} layers to {k_old}, not {b}: at most double the depth")
     s = (k_old // b - 1) // 2 * b  # first layer of the middle block
     return list(range(s + b)) + list(range(s, k_old))
+
+
+def random_path(L, p, rng):
+    """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
+    Subnetworks", Sec. 3): of the L layers of the full model, the first and the last always run, and p - 2 of
+    the others, drawn uniformly without replacement, run in their order; every skipped layer is the identity on
+    the residual stream, and nothing is rescaled. p grows by stage until the full model trains. `rng` is the
+    run's sampler (seeded alike on every rank, so all ranks run the same path). E.g. L = 6, p = 4: 0,2,3,5."""
+    if not 2 <= p <= L:
+        raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, not {p}")
+    middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
+    return [0] + sorted(int(i) for i in middle) + [L - 1]
 
 
 def deepen(model, k_new, op='interpolate', noise=0.0):

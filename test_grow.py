@@ -21,8 +21,8 @@ import compare
 import data
 import flags
 import grow
-from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, rotate, sample_depth,
-                   widen)
+from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, random_path, rotate,
+                   sample_depth, widen)
 
 
 
@@ -395,6 +395,34 @@ def test_middle_copy_and_gstack_maps_worked_by_hand():
     assert src == [0, 1, 2, 3, 2, 3, 4, 5]
 
 
+def test_random_path_keeps_the_ends_and_draws_the_rest_uniformly():
+    rng = np.random.default_rng(0)
+    paths = [random_path(12, 8, rng) for _ in range(3000)]
+    assert all(len(p) == 8 and p[0] == 0 and p[-1] == 11 and p == sorted(set(p)) for p in paths)
+    counts = np.bincount(np.concatenate(paths), minlength=12)
+    assert counts[0] == counts[11] == 3000
+    np.testing.assert_allclose(counts[1:11] / 3000, 6 / 10, atol=0.04)  # 6 of the 10 middle layers, uniformly
+    assert random_path(6, 6, rng) == list(range(6)) and map_layers(12, 3, [0, 4, 11]) == [0, 4, 11]
+    with pytest.raises(ValueError):
+        random_path(6, 1, rng)
+
+
+def test_raptr_runs_paths_of_each_stage_and_evaluates_the_full_model(corpus, tmp_path):
+    summary = run(corpus, tmp_path, '--method', 'raptr', '--n_layer', 6, '--max_steps', 16, '--log_interval', 1,
+                  '--eval_interval', 8)
+    train, evals = records(tmp_path, 'train'), records(tmp_path, 'eval')
+    assert [r['depth'] for r in train] == [3] * 4 + [4] * 4 + [5] * 4 + [6] * 4  # 3-4-5-6, equal stages
+    assert [len(p) for p in summary['paths']] == [r['depth'] for r in train]
+    assert all(p[0] == 0 and p[-1] == 5 for p in summary['paths']) and len(set(map(tuple, summary['paths']))) > 4
+    assert {r['depth'] for r in evals} == {6} and len(summary['model'].blocks) == 6  # all blocks from the start
+    cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=6, n_head=2, n_embd=32, d_ff=128)
+    flops = [b['flops'] - a['flops'] for a, b in zip([dict(flops=0)] + train, train)]
+    assert flops == [flops_per_step(cfg, r['depth'], 8 * 32, 32) for r in train]  # only the executed layers
+    growths = records(tmp_path, 'growth')
+    assert [(g['old_path'], g['new_path'], g['old_blocks'], g['new_blocks']) for g in growths] == \
+        [(3, 4, 6, 6), (4, 5, 6, 6), (5, 6, 6, 6)]
+
+
 def test_gstack_and_midas_schedules():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=12, n_head=4, n_embd=32, d_ff=128)
 
@@ -566,6 +594,7 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'gpt stack, before both growths': (['--model', 'gpt', '--method', 'stack', *GROWTH], 1),
     'bert interpolate, before both growths': (['--model', 'bert', '--method', 'interpolate', *GROWTH], 1),
     'bert midas, before its three growths': (['--model', 'bert', '--method', 'midas', *GROWTH], 1),
+    'gpt raptr, inside its second stage': (['--model', 'gpt', '--method', 'raptr', *GROWTH], 6),
     'gpt apollo, inside stage 3': ([*APOLLO, '--model', 'gpt', '--max_steps', 24, '--eval_interval', 6], 7),
     'bert apollo, inside stage 3': ([*APOLLO, '--model', 'bert', '--max_steps', 24, '--eval_interval', 6], 7),
     'gpt compound, hidden size too': ([*COMPOUND, '--model', 'gpt', '--max_steps', 20, '--eval_interval', 5,
@@ -765,7 +794,8 @@ def test_growth_happens_at_the_expected_steps(corpus, tmp_path):
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
 @pytest.mark.parametrize('method, stage_at', [('stack', '0.25,0.5'), ('interpolate', '0.25,0.5'),
                                               ('compound', '0.25,0.5'), ('gstack', '0.25'),
-                                              ('midas', '0.25,0.5,0.75')])  # (midas: 1,2,3,4 blocks)
+                                              ('midas', '0.25,0.5,0.75'),  # (midas: 1,2,3,4 blocks)
+                                              ('raptr', '0.25,0.5')])  # (raptr: paths of 2,3,4 layers)
 def test_loss_falls_after_every_growth(corpus, tmp_path, kind, method, stage_at):
     """Four steps after each growth the grown model beats the model it grew from, on the same eval batches."""
     run(corpus, tmp_path, *(COMPOUND if method == 'compound' else ['--n_layer', 4]), '--model', kind,
@@ -1068,7 +1098,8 @@ def ddp_worker(rank, world, port, argv, out):
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     summary = grow.main(argv)
-    torch.save(dict(state=summary['model'].state_dict(), depths=summary['depths'], val=summary['val_loss']),
+    torch.save(dict(state=summary['model'].state_dict(), depths=summary['depths'], paths=summary['paths'],
+                    val=summary['val_loss']),
                os.path.join(out, f'rank{rank}.pt'))
 
 
@@ -1095,6 +1126,15 @@ def test_ddp_two_ranks_stay_in_sync_through_growth(corpus, tmp_path, kind):
     single = grow.main(common + ['--batch_size', '8', '--out_dir', str(tmp_path / 'single')])
     assert abs(single['val_loss'] - r0['val']) < 0.05 * single['val_loss'], (single['val_loss'], r0['val'])
 
+
+
+def test_ddp_ranks_run_the_same_raptr_paths(corpus, tmp_path):
+    argv = TINY + ['--data', corpus, '--method', 'raptr', '--n_layer', '6', '--max_steps', '8', '--eval_interval',
+                   '8', '--batch_size', '4', '--out_dir', str(tmp_path / 'ddp')]
+    torch.multiprocessing.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1))
+    assert r0['paths'] == r1['paths'] and len({tuple(p) for p in r0['paths']}) > 3
+    assert all(torch.equal(r0['state'][k], r1['state'][k]) for k in r0['state'])
 
 
 def ddp_stop_worker(rank, world, port, argv, out):
@@ -1236,6 +1276,10 @@ def test_apollo_only_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--sampling', 'uniform'], '--sampling', 'lvps')
     fails(capsys, base + ['--method', 'stack', '--shared_lr', 'uses'], '--shared_lr', 'apollo')
     fails(capsys, base + ['--method', 'stack', '--sample_per', 'micro'], '--sample_per', 'apollo')
+    fails(capsys, base + ['--method', 'raptr', '--stages', '1,4', '--stage_at', '0.5'], '--stages 1,4', 'at least 2')
+    fails(capsys, base + ['--method', 'raptr', '--depth_op', 'stack'], 'raptr', '--depth_op')
+    fails(capsys, base + ['--method', 'raptr', '--grow', 'width'], 'raptr', 'width')
+    fails(capsys, base + ['--method', 'midas', '--stages', '1,4', '--stage_at', '0.5'], 'middle', 'double')
 
 
 def test_bad_compound_flags(capsys, corpus, tmp_path):
