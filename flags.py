@@ -92,8 +92,8 @@ def get_parser():
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in training '
       '(80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
     a('--method', default='apollo', choices=tuple(METHODS))
-    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's; raptr: the "
-      "layers its random path runs per stage, e.g. 6,8,10,12)")
+    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's; "
+      "raptr: the layers its random path runs per stage, e.g. 6,8,10,12)")
     a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
     a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity', 'middle'),
       help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "

@@ -566,8 +566,8 @@ def draw_depths(k, L, stage, sampling, layer_map, sampler, args):
         return [len(path)], path
     if not sampling:
         return [k], layer_map
-    return [sample_depth(k, L, sampling, sampler) for _ in range(args.grad_accum if args.sample_per == 'micro' else 1)], \
-        layer_map
+    draws = args.grad_accum if args.sample_per == 'micro' else 1
+    return [sample_depth(k, L, sampling, sampler) for _ in range(draws)], layer_map
 
 
 def train_step(net, optimizer, batches, stage, lr, depths, layer_map, args, rt):
