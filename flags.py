@@ -36,9 +36,9 @@ METHODS = {
                         stage_at=lambda S: [round(i / S, 4) for i in range(1, S)], depth_op=None, sampling=None,
                         dims=[]),
 }
-# G_stack (Du et al. 2024, Sec. 3-4): one growth, stacking the whole L/4-layer model 4 times (their g = 4). Its
-# timing is a token count from a fitted law (their Eq. 1) that our budgets cannot express; we grow at a fraction
-# of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages;
+# G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4 times
+# (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and compute; we
+# grow at a fraction of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages;
 # `midas_stages`), each stage's length proportional to its index (PROP-1), so the full model trains the last 2/7.
 # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
 # the paper), in stages of equal length.

@@ -291,7 +291,7 @@ def middle_copy(k_old, k_new):
 
 def random_path(L, p, rng):
     """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
-    Subnetworks", Sec. 3): of the L layers of the full model, the first and the last always run, and p - 2 of
+    Subnetworks", its random path training): of the L layers of the full model, the first and the last always run, and p - 2 of
     the others, drawn uniformly without replacement, run in their order; every skipped layer is the identity on
     the residual stream, and nothing is rescaled. p grows by stage until the full model trains. `rng` is the
     run's sampler (seeded alike on every rank, so all ranks run the same path). E.g. L = 6, p = 4: 0,2,3,5."""
