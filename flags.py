@@ -38,8 +38,9 @@ METHODS = {
 }
 # G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4 times
 # (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and compute; we
-# grow at a fraction of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages;
-# `midas_stages`), each stage's length proportional to its index (PROP-1), so the full model trains the last 2/7.
+# grow at a fraction of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6
+# layers (6 stages; `midas_stages`), each stage's length proportional to its index (PROP-1), so the full model
+# trains the last 2/7.
 # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
 # the paper), in stages of equal length.
 

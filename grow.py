@@ -433,12 +433,13 @@ def describe(args, rt, cfg, stages, depth_op, step_tokens):
 def evaluate_and_save(model, optimizer, evals, args, rt, progress, log, batches, sampler, meta):
     """Evaluate on the fixed batches, log it, and write a checkpoint (rank 0); returns the validation loss."""
     at = evaluation_depth(args, model.cfg)
-    val = evaluate(model, evals[rt.rank::rt.world], rt, **at)
+    val, acc = evaluate(model, evals[rt.rank::rt.world], rt, **at)
     if not math.isfinite(val) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise Diverged(f"the validation loss at step {progress.step} is {val:.4g}" + stuck_at(args, progress))
-    log.write(type='eval', step=progress.step, val_loss=val, tokens=progress.tokens, flops=progress.flops,
-              time=progress.train_time, depth=at['depth'], graphs=compiled_graphs(args))
-    rt.say(f"eval step {progress.step}: val loss {val:.4f}")
+    log.write(type='eval', step=progress.step, val_loss=val, val_acc=acc, tokens=progress.tokens,
+              flops=progress.flops, time=progress.train_time, depth=at['depth'], graphs=compiled_graphs(args))
+    rt.say(f"eval step {progress.step}: val loss {val:.4f}, {100 * acc:.1f}% of the " +
+           ("masked tokens" if model.cfg.kind == 'bert' else "next tokens") + " predicted right")
     data_rngs = [batches.rng.bit_generator.state] * rt.world  # every rank's, so that each resumes its own data
     if rt.ddp:
         dist.all_gather_object(data_rngs, batches.rng.bit_generator.state)
@@ -451,17 +452,22 @@ def evaluate_and_save(model, optimizer, evals, args, rt, progress, log, batches,
 
 @torch.no_grad()
 def evaluate(model, evals, rt, **depth):
-    """Mean loss over the fixed evaluation batches (each rank its share, averaged over all of them)."""
+    """Mean loss over the fixed evaluation batches (each rank its share, averaged over all of them), and the
+    share of the predicted tokens (BERT: the masked ones; GPT: every next token) whose argmax is right."""
     model.eval()
-    losses = []
+    loss, right, count = 0.0, 0, 0
     for x, y in evals:
         with rt.autocast():
-            losses.append(model(x.to(rt.device), y.to(rt.device), **depth)[1].item())
+            logits, batch_loss = model(x.to(rt.device), y.to(rt.device), **depth)
+        truth = y[y != -100].to(rt.device)  # (BERT's logits are those of its masked positions, in this order)
+        loss += batch_loss.item()
+        right += int((logits.flatten(0, -2).argmax(-1) == truth).sum())
+        count += truth.numel()
     model.train()
+    n = len(evals)
     if rt.ddp:
-        total, count = all_sum(sum(losses), len(losses), device=rt.device)
-        return total / count
-    return sum(losses) / len(losses)
+        loss, n, right, count = all_sum(loss, n, right, count, device=rt.device)
+    return loss / n, right / count
 
 
 def save_checkpoint(out_dir, model, optimizer, args, progress, **extra):

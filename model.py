@@ -291,9 +291,9 @@ def middle_copy(k_old, k_new):
 
 def random_path(L, p, rng):
     """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
-    Subnetworks", its random path training): of the L layers of the full model, the first and the last always run, and p - 2 of
-    the others, drawn uniformly without replacement, run in their order; every skipped layer is the identity on
-    the residual stream, and nothing is rescaled. p grows by stage until the full model trains. `rng` is the
+    Subnetworks"): of the L layers of the full model, the first and the last always run, and p - 2 of the others,
+    drawn uniformly without replacement, run in their order; every skipped layer is the identity on the residual
+    stream, and nothing is rescaled. p grows by stage until the full model trains. `rng` is the
     run's sampler (seeded alike on every rank, so all ranks run the same path). E.g. L = 6, p = 4: 0,2,3,5."""
     if not 2 <= p <= L:
         raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, not {p}")

@@ -527,7 +527,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
         model(x, x)[1].backward()
         opt.step()
         opt.zero_grad()
-    old, stage = (dict(n_blocks=k, n_embd=32, d_ff=64, seq=16, pool=1) for k in (3, 6))
+    old, stage = (dict(n_blocks=k, n_embd=32, d_ff=64, seq=16, pool=1, path=None) for k in (3, 6))
     new, new_opt, event = grow.grow(model, opt, old, stage, 'stack', args, CPU, (x, x))
     assert event['src'] == [0, 1, 2, 0, 1, 2] and event['old_blocks'] == 3 and event['new_blocks'] == 6
     old_names = dict(model.named_parameters())
@@ -553,8 +553,8 @@ def test_width_moments_follow_the_tiling():
     x = torch.randint(0, 256, (2, 16))
     model(x, x)[1].backward()
     opt.step()
-    old = dict(n_blocks=2, n_embd=32, d_ff=64, seq=16, pool=1)
-    stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1)  # depth x2 (stack), hidden x2, FFN x4 at once
+    old = dict(n_blocks=2, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
+    stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1, path=None)  # depth x2 (stack), hidden x2, FFN x4
     new, new_opt, event = grow.grow(model, opt, old, stage, 'stack', args, CPU, (x, x))
     assert (event['old_d_ff'], event['new_d_ff'], event['old_n_embd'], event['new_n_embd']) == (64, 256, 32, 64)
     st = lambda o, p: o.state[p]  # noqa: E731
@@ -579,6 +579,7 @@ def test_loss_falls(corpus, tmp_path, kind):
     evals = records(tmp_path, 'eval')
     assert evals[0]['step'] == 0 and evals[-1]['step'] == 40
     assert evals[-1]['val_loss'] < evals[0]['val_loss'] - 1.5, evals  # from ln(320) = 5.8 to clearly below
+    assert evals[-1]['val_acc'] > evals[0]['val_acc'] + 0.1  # more tokens predicted right
     assert summary['val_loss'] == evals[-1]['val_loss'] and summary['tokens'] == 40 * 8 * 32
     train = records(tmp_path, 'train')
     assert [r['step'] for r in train] == list(range(5, 41, 5))
@@ -678,8 +679,26 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(capsys, corpus, tmp_path
 
 
 
+class FixedPredictions(torch.nn.Module):
+    """Returns logits whose argmax is `guesses` (shaped like the real model's output) and a loss of 2."""
+    def __init__(self, guesses):
+        super().__init__()
+        self.guesses = guesses
+
+    def forward(self, x, y, **depth):
+        return torch.nn.functional.one_hot(self.guesses, 8).float(), torch.tensor(2.0)
+
+
+def test_evaluation_counts_the_tokens_predicted_right():
+    rt = grow.Runtime('cpu', 'float32')
+    bert_y = torch.tensor([[-100, 3, -100, 5]])  # BERT's logits are those of the masked positions only
+    assert grow.evaluate(FixedPredictions(torch.tensor([3, 7])), [(bert_y, bert_y)], rt) == (2.0, 0.5)
+    gpt_y = torch.tensor([[1, 2, 3]])  # GPT's: every position
+    assert grow.evaluate(FixedPredictions(torch.tensor([[1, 0, 3]])), [(gpt_y, gpt_y)], rt) == (2.0, 2 / 3)
+
+
 def test_a_nonfinite_evaluation_keeps_the_last_checkpoint(capsys, corpus, tmp_path, monkeypatch):
-    evaluations = iter([5.0, float('nan')])
+    evaluations = iter([(5.0, 0.1), (float('nan'), 0.0)])
     monkeypatch.setattr(grow, 'evaluate', lambda *args, **kwargs: next(evaluations))
     with pytest.raises(SystemExit) as e:
         run(corpus, tmp_path, '--max_steps', 8, '--eval_interval', 4)
@@ -1279,7 +1298,7 @@ def test_apollo_only_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--method', 'raptr', '--stages', '1,4', '--stage_at', '0.5'], '--stages 1,4', 'at least 2')
     fails(capsys, base + ['--method', 'raptr', '--depth_op', 'stack'], 'raptr', '--depth_op')
     fails(capsys, base + ['--method', 'raptr', '--grow', 'width'], 'raptr', 'width')
-    fails(capsys, base + ['--method', 'midas', '--stages', '1,4', '--stage_at', '0.5'], 'middle', 'double')
+    fails(capsys, base + ['--method', 'midas', '--stages', '3,12', '--stage_at', '0.5'], 'middle', 'double')
 
 
 def test_bad_compound_flags(capsys, corpus, tmp_path):
