@@ -293,8 +293,8 @@ def random_path(L, p, rng):
     """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
     Subnetworks"): of the L layers of the full model, the first and the last always run, and p - 2 of the others,
     drawn uniformly without replacement, run in their order; every skipped layer is the identity on the residual
-    stream, and nothing is rescaled. p grows by stage until the full model trains. `rng` is the
-    run's sampler (seeded alike on every rank, so all ranks run the same path). E.g. L = 6, p = 4: 0,2,3,5."""
+    stream, and nothing is rescaled. p grows by stage until the full model trains. `rng` is the run's sampler
+    (seeded alike on every rank, so all ranks run the same path). One path of 4 of 6 layers: 0,2,3,5."""
     if not 2 <= p <= L:
         raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, not {p}")
     middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
@@ -320,8 +320,10 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
         raise ValueError(f"growth must add blocks: {k_old} -> {k_new}")
     if op == 'identity' and not model.cfg.pre_ln:
         raise ValueError("the identity depth operator preserves the function of pre-LN models only")
-    src = middle_copy(k_old, k_new) if op == 'middle' else map_layers(k_old, k_new, 'stack' if op == 'stack' else
-                                                                       'interpolate')
+    if op == 'middle':
+        src = middle_copy(k_old, k_new)
+    else:
+        src = map_layers(k_old, k_new, 'stack' if op == 'stack' else 'interpolate')
     new = copy.deepcopy(model)  # embeddings and head: the same values in fresh tensors
     new.blocks = nn.ModuleList(copy.deepcopy(model.blocks[j]) for j in src)
     new.cfg = replace(model.cfg, n_blocks=k_new)
