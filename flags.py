@@ -130,7 +130,8 @@ def get_parser():
       "(the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal compute)")
     a('--batch_size', type=int, default=32, help='sequences per micro-batch')
     a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
-    a('--lr', type=float, default=1e-3, help='peak learning rate')
+    a('--lr', type=float, default=None, help='peak learning rate (default 1e-3; BERT 5e-4: a post-LN BERT of '
+      'width 128 stays on the unigram plateau at 1e-3 in some seeds, see README)')
     a('--min_lr', type=float, default=None, help='final learning rate (default lr/10)')
     a('--warmup', type=int, default=None, help='linear warmup steps (default 5%% of max_steps)')
     a('--decay', default='cosine', choices=('cosine', 'linear'))
@@ -201,6 +202,8 @@ def parse_args(argv=None):
         typed = {k: v for k, v in explicit.items() if k in RESUMABLE}
         # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
         args = argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
+    if args.lr is None:
+        args.lr = 5e-4 if args.model == 'bert' else 1e-3
     for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval', 'eval_batches', 'log_interval', 'max_skips',
               'seeds', 'jobs'):
         if getattr(args, k) <= 0:

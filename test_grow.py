@@ -929,6 +929,20 @@ def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
         {i: last['lr'] / uses[i] for i in range(2)})
     assert [g['lr'] for g in groups if 'block' not in g] == pytest.approx([last['lr']] * 2)
 
+def test_each_kind_has_its_defaults(corpus):
+    """GPT: learned positions, pre-LN, lr 1e-3. BERT: rotary positions, post-LN, lr 5e-4 (README, "A BERT that
+    learns on a CPU"); the papers' BERT is --pos learned, and any flag typed wins."""
+    meta = data.load(corpus)[0]
+
+    def defaults(*argv):
+        args = flags.parse_args(['--size', 'tiny', *argv])
+        cfg = flags.model_config(args, meta)
+        return cfg.pos, cfg.pre_ln, args.lr
+    assert defaults() == ('learned', True, 1e-3)
+    assert defaults('--model', 'bert') == ('rope', False, 5e-4)
+    assert defaults('--model', 'bert', '--pos', 'learned', '--norm', 'pre', '--lr', '2e-3') == ('learned', True, 2e-3)
+
+
 def test_apollo_learns_and_is_the_default(corpus, tmp_path):
     assert flags.parse_args([]).method == 'apollo'
     run(corpus, tmp_path, *APOLLO, '--max_steps', 40, '--lr', '3e-3', '--eval_interval', 40)
