@@ -38,6 +38,8 @@ from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
+# what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
+GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool', 'path': 'path'}
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -494,7 +496,7 @@ def grow_at_boundary(model, optimizer, stages, i, depth_op, args, rt, progress, 
     log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops, time=progress.train_time,
               graphs=compiled_graphs(args), **record)
     changes = ', '.join(f"{k} {record['old_' + k]} -> {record['new_' + k]}"
-                        for k in ('blocks', 'n_embd', 'd_ff', 'seq', 'pool', 'path')
+                        for k in GROWN.values()
                         if record['old_' + k] != record['new_' + k])
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(stages)}, {changes} | loss {record['loss_before']:.4f} "
            f"-> {record['loss_after']:.4f} | grad norm {record['grad_norm_before']:.3f} -> "
@@ -533,8 +535,7 @@ def grow(model, optimizer, old, new, op, args, rt, probe):
     loss_after, grad_after = loss_and_grad_norm(grown, probe, rt, **evaluation_depth(args, grown.cfg))
     record = dict(op=op, src=src, loss_before=loss_before, loss_after=loss_after, grad_norm_before=grad_before,
                   grad_norm_after=grad_after)
-    for key, name in (('n_blocks', 'blocks'), ('n_embd', 'n_embd'), ('d_ff', 'd_ff'), ('seq', 'seq'), ('pool', 'pool'),
-                      ('path', 'path')):
+    for key, name in GROWN.items():
         record['old_' + name], record['new_' + name] = old[key], new[key]
     return grown, new_optimizer, record
 
