@@ -8,11 +8,16 @@ the final loss of scratch *of the same seed*), and over the seeds: means and sta
 difference to scratch with its 95% t-interval and a verdict (as Kaddour et al. 2023, "No Train No Gain",
 ask of such claims). Writes compare.json, compare.csv and, when matplotlib is installed, the mean curves with
 their min..max band against FLOPs and time. Nothing here trains: `python grow.py --compare OUT_DIR` re-prints.
+
+`python compare.py OUT_A OUT_B ...` reads several comparisons of one setting at different budgets (a budget
+sweep) and reports each method's FLOPs saved against scratch's tokens per parameter, with its plot.
 """
+import argparse
 import csv
 import json
 import math
 import os
+import sys
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (1..10); 1.96 beyond 30
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -256,3 +261,98 @@ def band(curves, points=200):
     grid = [lo + (hi - lo) * i / (points - 1) for i in range(points)] if hi > lo else [lo]
     at = [[loss_at(xs, ys, x) for xs, ys in curves] for x in grid]
     return grid, [sum(v) / len(v) for v in at], [min(v) for v in at], [max(v) for v in at]
+
+
+# ----------------------------------------------------------------------------- a budget sweep
+
+def tokens_per_param(out_dir):
+    """Scratch's training tokens over the target's parameter count (read from its checkpoint's config): the
+    budget of a comparison in the one unit that carries across model sizes (Chinchilla's ~20 is compute-optimal;
+    the papers' growth runs train for hundreds or thousands)."""
+    import torch  # lazily: the rest of this file needs only the logs
+    from model import Config, Transformer, num_params
+    folder = os.path.join(out_dir, 'scratch')
+    seeds = sorted(d for d in os.listdir(folder) if d.startswith('seed')) if os.path.isdir(folder) else []
+    folder = os.path.join(folder, seeds[0]) if seeds else folder
+    cfg = torch.load(os.path.join(folder, 'ckpt.pt'), map_location='cpu', weights_only=False)['config']
+    with torch.device('meta'):  # the size without allocating it
+        n = num_params(Transformer(Config(**cfg)))
+    return read_run(folder)['evals'][-1]['tokens'] / n
+
+
+def sweep_table(sweep):
+    """FLOPs saved (mean +- sd over the seeds that reached L*, with k/N) per method and budget, as Markdown."""
+    methods = list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
+    lines = ['| method | ' + ' | '.join(f"{tpp:.1f} tokens/param" for tpp, _ in sweep) + ' |',
+             '|' + '---|' * (len(sweep) + 1)]
+    for m in methods:
+        cells = []
+        for _, rows in sweep:
+            r = next((r for r in rows if r['method'] == m), None)
+            cells.append('-' if r is None else f"{pm(r['flops_saved'], r['flops_saved_sd'], '.1%')} "
+                                               f"({r['reached']}/{r['seeds']}, {r['verdict']})")
+        lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def sweep_plot(sweep, path):
+    """FLOPs saved against tokens per parameter (log scale), a line per method, error bars the sd over the
+    seeds that reached L*, each point labelled k/N where fewer than all did; None (with a hint) without
+    matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
+    for i, m in enumerate(methods):
+        pts = [(tpp, r) for tpp, rows in sweep for r in rows if r['method'] == m and r['reached']]
+        shift = 1 + 0.03 * (i - (len(methods) - 1) / 2)  # side by side, so that the error bars do not hide
+        xs, ys = [tpp * shift for tpp, _ in pts], [100 * r['flops_saved'] for _, r in pts]
+        err = [100 * (r['flops_saved_sd'] or 0) for _, r in pts]
+        bars = ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=m)
+        for x, y, (_, r) in zip(xs, ys, pts):
+            if r['reached'] < r['seeds']:
+                ax.annotate(f"{r['reached']}/{r['seeds']}", (x, y), textcoords='offset points', xytext=(4, 4),
+                            fontsize=8, color=bars[0].get_color())
+    ax.axhline(0, color='grey', lw=0.8)
+    ax.set_xscale('log')
+    ax.set_xlabel("tokens per parameter (scratch's budget)")
+    ax.set_ylabel("FLOPs saved to reach scratch's final loss (%)")
+    ax.set_title('acceleration ratio vs budget (mean +- sd over the seeds that reached L*)')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="A budget sweep: the FLOPs each method saves against tokens per "
+                                "parameter, from comparisons (python grow.py --compare ...) of one setting at "
+                                "several --max_steps.")
+    p.add_argument('out_dirs', nargs='+', help='comparison folders, one per budget')
+    p.add_argument('--plot', default='budget_sweep.png', help='where the plot goes (default: %(default)s)')
+    args = p.parse_args(argv)
+    sweep = []  # (tokens per parameter, summary rows), by budget
+    for d in args.out_dirs:
+        try:
+            sweep.append((tokens_per_param(d), report(d)[0]))
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            print(f"compare.py: {d} is not a finished comparison folder with scratch's checkpoint "
+                  f"({type(e).__name__}: {str(e).splitlines()[0][:100]})", file=sys.stderr)
+            sys.exit(2)
+    sweep.sort(key=lambda s: s[0])
+    print(sweep_table(sweep))
+    written = sweep_plot(sweep, args.plot)
+    if written:
+        print(f"plot: {written}")
+    return sweep
+
+
+if __name__ == '__main__':
+    main()

@@ -9,7 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -1015,11 +1015,11 @@ def test_first_crossing_on_known_curves():
     assert compare.loss_at(xs, [5, 4, 2, 1], 25) == 1.5 and compare.loss_at(xs, [5, 4, 2, 1], 31) is None
 
 
-def fake_run(folder, flops, losses, growth_at=None):
+def fake_run(folder, flops, losses, growth_at=None, tokens=1000):
     os.makedirs(folder)
     with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
         for i, (fl, loss) in enumerate(zip(flops, losses)):
-            f.write(json.dumps(dict(type='eval', step=i, flops=fl, time=fl / 10, val_loss=loss)) + '\n')
+            f.write(json.dumps(dict(type='eval', step=i, flops=fl, time=fl / 10, tokens=tokens * i, val_loss=loss)) + '\n')
         if growth_at is not None:
             f.write(json.dumps(dict(type='growth', step=1, flops=growth_at, time=growth_at / 10)) + '\n')
         f.write(json.dumps(dict(type='stage', step=len(flops), steps=10, mean_depth=3.0)) + '\n')
@@ -1079,6 +1079,30 @@ def test_seed_statistics_on_synthetic_runs(tmp_path):
     assert len(table) == 3 + 9 and [r['seed'] for r in table[:4]] == ['mean', 'mean', 'mean', '1']
     with open(tmp_path / 'compare.json') as f:
         assert len(json.load(f)['runs']) == 9
+
+
+def test_budget_sweep_reports_flops_saved_against_tokens_per_parameter(capsys, tmp_path):
+    """Two comparisons of one model at two budgets: tokens per parameter from scratch's tokens and the
+    target's size (its checkpoint's config), FLOPs saved per budget, bad folders refused in one line."""
+    cfg = Config(kind='gpt', vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16, d_ff=64)
+    n = sum(p.numel() for p in Transformer(cfg).parameters())
+    for name, tokens, fast in (('short', 1000, [6, 4, 3, 2.5, 2.4]), ('long', 8000, [6, 4, 2.5, 2.2, 1.8])):
+        for seed in (1, 2):
+            fake_run(tmp_path / name / 'scratch' / f'seed{seed}', [0, 100, 200, 300, 400], [6, 4, 3, 2.5, 2.0],
+                     tokens=tokens)
+            fake_run(tmp_path / name / 'stack' / f'seed{seed}', [0, 50, 100, 200, 300], fast, tokens=tokens)
+        torch.save(dict(config=asdict(cfg)), tmp_path / name / 'scratch' / 'seed1' / 'ckpt.pt')
+    assert compare.tokens_per_param(str(tmp_path / 'short')) == pytest.approx(4000 / n)  # 4 evaluations later
+    sweep = compare.main([str(tmp_path / 'long'), str(tmp_path / 'short'), '--plot', str(tmp_path / 'sweep.png')])
+    assert [tpp * n for tpp, _ in sweep] == [pytest.approx(4000), pytest.approx(32000)]  # ordered by budget
+    stack = [next(r for r in rows if r['method'] == 'stack') for _, rows in sweep]
+    assert [r['reached'] for r in stack] == [0, 2] and stack[1]['flops_saved'] == pytest.approx(1 - 250 / 400)
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == '| stack | - (0/2, worse) | 37.5% +- 0.0% (2/2, better) |', out
+    if out[-1].startswith('plot:'):  # matplotlib is optional
+        assert os.path.getsize(tmp_path / 'sweep.png') > 1000
+    fails(capsys, [str(tmp_path / 'short'), str(tmp_path / 'nowhere')], 'compare.py', 'nowhere', 'comparison',
+          main=compare.main)
 
 
 def test_compare_seeds_in_parallel_then_reprint(corpus, tmp_path, monkeypatch):
