@@ -215,12 +215,8 @@ def plot(runs, out_dir):
     """The mean validation loss over the seeds against training FLOPs and against wall time, with the min..max
     band, growths of the first seed as dots; a PNG each. Returns the files written, or None with a hint when
     matplotlib is missing (it is optional)."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plots skipped: matplotlib is not installed (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return None
     paths = []
     # the first evaluations (loss ~ ln V) would squash the part that matters: start at scratch's 10% mark
@@ -252,6 +248,18 @@ def plot(runs, out_dir):
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only; None, with the install hint, where it is missing (optional)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install matplotlib)")
+        return None
+    return plt
 
 
 def band(curves, points=200):
@@ -299,12 +307,8 @@ def sweep_plot(sweep, path):
     """FLOPs saved against tokens per parameter (log scale), a line per method, error bars the sd over the
     seeds that reached L*, each point labelled k/N where fewer than all did; None (with a hint) without
     matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plot skipped: matplotlib is not installed (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
