@@ -305,8 +305,8 @@ def sweep_table(sweep):
 
 def sweep_plot(sweep, path):
     """FLOPs saved against tokens per parameter (log scale), a line per method, error bars the sd over the
-    seeds that reached L*, each point labelled k/N where fewer than all did; None (with a hint) without
-    matplotlib."""
+    seeds that reached L*, each point labelled k/N where fewer than all did and an x at 0 where none did;
+    None (with a hint) without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
@@ -318,15 +318,19 @@ def sweep_plot(sweep, path):
         xs, ys = [tpp * shift for tpp, _ in pts], [100 * r['flops_saved'] for _, r in pts]
         err = [100 * (r['flops_saved_sd'] or 0) for _, r in pts]
         bars = ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=m)
-        for x, y, (_, r) in zip(xs, ys, pts):
+        missed = [(tpp * shift, r) for tpp, rows in sweep for r in rows if r['method'] == m and not r['reached']]
+        ax.plot([x for x, _ in missed], [0] * len(missed), 'x', ms=8, color=bars[0].get_color())  # no seed reached L*
+        for x, y, r in [(x, y, r) for x, y, (_, r) in zip(xs, ys, pts)] + [(x, 0, r) for x, r in missed]:
             if r['reached'] < r['seeds']:
                 ax.annotate(f"{r['reached']}/{r['seeds']}", (x, y), textcoords='offset points', xytext=(4, 4),
                             fontsize=8, color=bars[0].get_color())
     ax.axhline(0, color='grey', lw=0.8)
     ax.set_xscale('log')
+    ax.set_xticks([tpp for tpp, _ in sweep], [f"{tpp:.3g}" for tpp, _ in sweep])
+    ax.minorticks_off()
     ax.set_xlabel("tokens per parameter (scratch's budget)")
     ax.set_ylabel("FLOPs saved to reach scratch's final loss (%)")
-    ax.set_title('acceleration ratio vs budget (mean +- sd over the seeds that reached L*)')
+    ax.set_title('FLOPs saved vs budget (mean +- sd of the seeds that reached L*; x: none did)', fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
