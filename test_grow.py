@@ -1019,7 +1019,8 @@ def fake_run(folder, flops, losses, growth_at=None, tokens=1000):
     os.makedirs(folder)
     with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
         for i, (fl, loss) in enumerate(zip(flops, losses)):
-            f.write(json.dumps(dict(type='eval', step=i, flops=fl, time=fl / 10, tokens=tokens * i, val_loss=loss)) + '\n')
+            row = dict(type='eval', step=i, flops=fl, time=fl / 10, tokens=tokens * i, val_loss=loss)
+            f.write(json.dumps(row) + '\n')
         if growth_at is not None:
             f.write(json.dumps(dict(type='growth', step=1, flops=growth_at, time=growth_at / 10)) + '\n')
         f.write(json.dumps(dict(type='stage', step=len(flops), steps=10, mean_depth=3.0)) + '\n')
