@@ -288,9 +288,14 @@ def tokens_per_param(out_dir):
     return read_run(folder)['evals'][-1]['tokens'] / n
 
 
+def sweep_methods(sweep):
+    """The growth methods of a sweep, in the order of their first appearance."""
+    return list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
+
+
 def sweep_table(sweep):
     """FLOPs saved (mean +- sd over the seeds that reached L*, with k/N) per method and budget, as Markdown."""
-    methods = list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
+    methods = sweep_methods(sweep)
     lines = ['| method | ' + ' | '.join(f"{tpp:.1f} tokens/param" for tpp, _ in sweep) + ' |',
              '|' + '---|' * (len(sweep) + 1)]
     for m in methods:
@@ -311,7 +316,7 @@ def sweep_plot(sweep, path):
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    methods = list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
+    methods = sweep_methods(sweep)
     for i, m in enumerate(methods):
         pts = [(tpp, r) for tpp, rows in sweep for r in rows if r['method'] == m and r['reached']]
         shift = 1 + 0.03 * (i - (len(methods) - 1) / 2)  # side by side, so that the error bars do not hide
