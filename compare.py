@@ -266,7 +266,8 @@ def band(curves, points=200):
     """Curves (xs, losses) of the seeds on one grid, from the latest first x to the earliest last x: the
     grid, the mean and the min and max at each point."""
     lo, hi = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
-    grid = [lo + (hi - lo) * i / (points - 1) for i in range(points)] if hi > lo else [lo]
+    # the last point is hi itself: lo + (hi - lo) can round one ulp past hi, beyond the shortest curve
+    grid = [lo + (hi - lo) * i / (points - 1) for i in range(points - 1)] + [hi] if hi > lo else [lo]
     at = [[loss_at(xs, ys, x) for xs, ys in curves] for x in grid]
     return grid, [sum(v) / len(v) for v in at], [min(v) for v in at], [max(v) for v in at]
 

@@ -1065,6 +1065,16 @@ def test_acceleration_ratio_on_synthetic_runs(tmp_path):
         assert os.path.getsize(tmp_path / 'compare_flops.png') > 1000
 
 
+def test_seed_band_reaches_the_end_of_the_shortest_curve():
+    """The mean over seeds is taken on a grid ending at the shortest curve's end; lo + (hi - lo) can round past
+    it (these two values do), and then one seed had no loss at the last point and the report crashed."""
+    lo, hi = 0.4765969541523558, 6.310417348702668
+    assert lo + (hi - lo) * 199 / 199 > hi
+    grid, mean, low, high = compare.band([([lo, hi], [3.0, 2.0]), ([0.0, 7.0], [4.0, 2.0])])
+    assert grid[0] == lo and grid[-1] == hi and len(grid) == 200
+    assert low[-1] == 2.0 and high[-1] == pytest.approx(4.0 - 2.0 * hi / 7.0) and mean[-1] == (low[-1] + high[-1]) / 2
+
+
 def test_seed_statistics_on_synthetic_runs(tmp_path):
     """Three seeds: each method paired with scratch's run of the same seed (its L*), known answers."""
     xs = [0, 100, 200, 300, 400]
