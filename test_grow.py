@@ -1288,6 +1288,8 @@ def test_compile_trains_through_growth(corpus, tmp_path):
     ('gpt', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # 3 shared blocks, written out at depth 8
     ('bert', ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--embd_stages', '0.5,1,1']),  # grown wider
     ('bert', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # rotary (the default): RoFormerForMaskedLM
+    ('gpt', ['--method', 'midas', '--n_layer', 6, '--max_steps', 21]),  # grown by middle copies (1 -> 6 blocks)
+    ('bert', ['--method', 'raptr', '--n_layer', 4, '--stop_at', 3]),  # stopped inside a path stage: full model out
 ])
 def test_export_hf_logits_match(corpus, tmp_path, kind, argv):
     transformers = pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
