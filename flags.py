@@ -204,20 +204,11 @@ def parse_args(argv=None):
         args = argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
     if args.lr is None:
         args.lr = 5e-4 if args.model == 'bert' else 1e-3
-    for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval', 'eval_batches', 'log_interval', 'max_skips',
-              'seeds', 'jobs'):
-        if getattr(args, k) <= 0:
-            raise InputError(f"--{k} must be a positive integer, got {getattr(args, k)}")
+    check_numbers(args)
     if args.warmup is not None and not 0 <= args.warmup < args.max_steps:
         raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
     if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
-    if not 0 <= args.dropout < 1:
-        raise InputError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.depth_noise is not None and args.depth_noise < 0:
-        raise InputError(f"--depth_noise must be 0 or positive (a share of each tensor's std), got {args.depth_noise}")
-    if args.rewarmup < 0:
-        raise InputError(f"--rewarmup must be 0 or a positive number of steps, got {args.rewarmup}")
     if not args.compare and ({'seeds', 'jobs'} & set(explicit)):
         raise InputError(f"--{min({'seeds', 'jobs'} & set(explicit))} belongs to --compare (several runs); "
                          f"a single run has one seed: --seed")
@@ -229,12 +220,35 @@ def parse_args(argv=None):
     if args.length_op == 'pool' and positions(args) != 'learned':
         raise InputError("--length_op pool averages position embeddings, and --pos rope (BERT's default) has none: "
                          "add --pos learned, or use --length_op truncate")
-    if not 0 < args.mask_rate < 1:
-        raise InputError(f"--mask_rate must be in (0, 1), got {args.mask_rate}")
     if args.size == 'auto':
         args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
         print(f"--size auto: {args.size} on {pick_device(args)}")
     return args
+
+
+# Numeric flags and what is valid for each (a test of the value, given the other flags, and the words for it).
+POSITIVE = 'a positive integer'
+NUMBERS = {
+    **{k: (lambda v, a: v > 0, POSITIVE) for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval',
+                                                   'eval_batches', 'log_interval', 'max_skips', 'seeds', 'jobs')},
+    'lr': (lambda v, a: v > 0, 'a positive number, e.g. 1e-3'),
+    'min_lr': (lambda v, a: v is None or 0 <= v <= a.lr, 'a number in [0, --lr] (default lr/10)'),
+    'weight_decay': (lambda v, a: v >= 0, '0 or a positive number'),
+    'grad_clip': (lambda v, a: v >= 0, '0 (no clipping) or a positive number'),
+    'dropout': (lambda v, a: 0 <= v < 1, 'a number in [0, 1)'),
+    'mask_rate': (lambda v, a: 0 < v < 1, 'a number in (0, 1)'),
+    'depth_noise': (lambda v, a: v is None or v >= 0, "0 or positive (a share of each tensor's std)"),
+    'rewarmup': (lambda v, a: v >= 0, '0 or a positive number of steps'),
+    'seed': (lambda v, a: 0 <= v < 2 ** 31, 'an integer in [0, 2**31)'),
+}
+
+
+def check_numbers(args):
+    """Every numeric flag finite and in its range (NUMBERS): a nonsense value is refused, never trained on."""
+    for k, (valid, words) in NUMBERS.items():
+        v = getattr(args, k)
+        if isinstance(v, float) and not math.isfinite(v) or not valid(v, args):
+            raise InputError(f"--{k} must be {words}, got {v}")
 
 
 def to_argv(args):

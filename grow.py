@@ -52,6 +52,7 @@ def train(args, request=None):
     meta, train_tokens, val_tokens = load_data(args.data, rt)
     cfg = model_config(args, meta)
     stages, depth_op = schedule(args, cfg)
+    check_memory(args, rt, cfg)
     step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world  # the same in every stage
     model, optimizer, batches, sampler, progress = start_or_resume(args, rt, cfg, stages, meta, train_tokens)
     sampling, layer_map = depth_sampling(args)  # Apollo: a depth per step; the others: their own blocks
@@ -312,6 +313,29 @@ def start_runtime(args):
     return rt
 
 
+def check_memory(args, rt, cfg):
+    """Refuse a micro-batch whose activations cannot fit (one line, before anything is allocated): a shape that
+    does not fit would otherwise swap the machine to a halt (CPU) or fail deep inside torch (CUDA). The estimate
+    is a floor: about 16 stored values per token, width and layer (Korthikanti et al. 2022 count 17 in 16 bits,
+    with attention scores on top where no fused kernel runs), and the float32 logits with their gradient."""
+    tokens = args.batch_size * cfg.block_size
+    width = 2 if rt.dtype == 'bfloat16' else 4
+    need = tokens * (16 * cfg.n_layer * cfg.n_embd * width + 2 * cfg.vocab_size * 4)
+    have = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if rt.device == 'cuda' \
+        else os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    if need > have:
+        raise InputError(f"--batch_size {args.batch_size} x --block_size {cfg.block_size}: one micro-batch needs at "
+                         f"least {need / 2 ** 30:.0f} GiB of activations and this {rt.device} has "
+                         f"{have / 2 ** 30:.0f} GiB; lower them (raise --grad_accum to keep the tokens per step)")
+
+
+def out_of_memory(error, args):
+    """The line for a step that ran out of memory anyway (the estimate is a floor): what to lower, and that the
+    last checkpoint is intact (it is written atomically)."""
+    return (f"out of memory ({str(error).splitlines()[0][:80]}): lower --batch_size or --block_size (raise "
+            f"--grad_accum to keep the tokens per step); the last checkpoint, if any, stays in {args.out_dir}")
+
+
 def load_data(path, rt=None):
     """The prepared corpus; the default one is prepared on first use (offline: stdlib + byte), by rank 0 first."""
     ddp = rt is not None and rt.ddp
@@ -320,8 +344,13 @@ def load_data(path, rt=None):
     if path == DEFAULT_DATA and not os.path.isfile(os.path.join(path, 'meta.json')):
         print(f"{path} not found: preparing it (stdlib .py files, byte tokenizer, offline)")
         data.prepare('stdlib', 'byte', path, verbose=False)
+    elif os.path.isfile(path):  # a corpus file given where its prepared folder belongs
+        name = os.path.join('data', os.path.basename(os.path.normpath(path)) + '_byte')
+        raise InputError(f"--data {path} is a file; --data takes a folder prepared by data.py: run "
+                         f"`python data.py --source {path}` (it writes {name}), then --data {name}")
     elif not os.path.isdir(path):
-        raise InputError(f"--data {path}: no such folder; prepare one with `python data.py --out_dir {path}`")
+        raise InputError(f"--data {path}: no such folder; prepare one with `python data.py --source TEXT "
+                         f"--out_dir {path}`")
     if ddp and rt.master:
         dist.barrier()
     return data.load(path)
@@ -763,7 +792,13 @@ def continue_text(model, enc, meta, device, args, at, val_tokens, g):
         logits[:, meta['n_ordinary']:] = -float('inf')  # no special, [MASK] or padding ids in the text
         probs = torch.softmax(logits / 0.8, dim=-1)
         idx = torch.cat([idx, torch.multinomial(probs, 1, generator=g).to(device)], dim=1)
-    return f"--- sample ---\n{enc.decode(idx[0, 1:].tolist())}\n--------------"
+    return f"--- sample ---\n{printable(enc.decode(idx[0, 1:].tolist()))}\n--------------"
+
+
+def printable(text):
+    """The text as a terminal can show it: tiktoken already replaces bytes that are not UTF-8 with U+FFFD, and
+    control characters (a byte model's early samples are full of them: bells, escapes, NULs) get it too."""
+    return ''.join(c if c.isprintable() or c in '\n\t' else '\ufffd' for c in text)
 
 
 def fill_masks(model, enc, meta, device, args, at, val_tokens, g):
@@ -944,6 +979,7 @@ def main(argv=None):
     for stream in (sys.stdout, sys.stderr):  # log lines reach a pipe (`| tee run.log`) as they are printed
         if hasattr(stream, 'reconfigure'):
             stream.reconfigure(line_buffering=True)
+    args = argparse.Namespace(out_dir='out')  # (until the flags are parsed)
     try:
         args = parse_args(argv)
         if args.export_hf:
@@ -952,6 +988,11 @@ def main(argv=None):
             return sample_checkpoint(args)
         with StopRequest() as request:
             return compare_methods(args, request) if args.compare else train(args, request)
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or the CPU allocator's "can't allocate memory"
+        if not isinstance(e, torch.cuda.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
+        print(f"grow.py: error: {out_of_memory(e, args)}", file=sys.stderr)
+        sys.exit(2)
     except InputError as e:
         print(f"grow.py: error: {e}", file=sys.stderr)
         sys.exit(2)

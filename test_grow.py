@@ -176,14 +176,19 @@ def test_eval_batches_are_fixed():
 DOCS = [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * (i + 1) + "héllo ✓" for i in range(23)]
 
 
+def write_texts(folder):
+    """The documents as text files, one each, in folder/text (no optional package needed)."""
+    os.makedirs(folder / 'text')
+    for i, d in enumerate(DOCS):
+        (folder / 'text' / f'doc_{i:03d}.txt').write_text(d, encoding='utf-8')
+
+
 def write_records(folder):
     """The same documents as text files, .jsonl, .jsonl.gz and .parquet (three files of records)."""
     import gzip
     import pyarrow as pa
     import pyarrow.parquet as pq
-    os.makedirs(folder / 'text')
-    for i, d in enumerate(DOCS):
-        (folder / 'text' / f'doc_{i:03d}.txt').write_text(d, encoding='utf-8')
+    write_texts(folder)
     lines = [json.dumps(dict(id=i, text=d)) + '\n' for i, d in enumerate(DOCS)]
     (folder / 'records.jsonl').write_text(''.join(lines[:10]), encoding='utf-8')
     with gzip.open(folder / 'records.jsonl.gz', 'wt', encoding='utf-8') as f:
@@ -200,7 +205,7 @@ def prepared(out):
 
 def test_records_and_hf_stream_into_the_same_tokens_as_text(tmp_path, monkeypatch):
     """.jsonl, .jsonl.gz and .parquet files (and hf: datasets, streamed) take the text path's tokens."""
-    pytest.importorskip('pyarrow', reason='parquet needs pyarrow (pip install datasets)')
+    pytest.importorskip('pyarrow', reason='parquet needs pyarrow (pip install pyarrow)')
     write_records(tmp_path)
     data.prepare(str(tmp_path / 'text'), 'byte', str(tmp_path / 'from_text'), verbose=False)
     data.prepare(str(tmp_path / 'records'), 'byte', str(tmp_path / 'from_records'), verbose=False)
@@ -208,7 +213,7 @@ def test_records_and_hf_stream_into_the_same_tokens_as_text(tmp_path, monkeypatc
     meta, train2, val2 = prepared(tmp_path / 'from_records')
     assert (train2, val2) == (train, val) and meta['documents'] == 23 and meta['val_tokens'] == len(val) > 0
     assert val == [t for i, d in enumerate(DOCS) if i % 10 == 9 for t in list(d.encode()) + [256]]
-    datasets = pytest.importorskip('datasets', reason='hf: needs datasets')
+    datasets = pytest.importorskip('datasets', reason='hf: needs datasets (pip install datasets)')
     calls = []
 
     def fake_load_dataset(path, config, split, streaming):  # what the hub would stream, offline
@@ -222,7 +227,7 @@ def test_records_and_hf_stream_into_the_same_tokens_as_text(tmp_path, monkeypatc
 
 
 def test_preparation_is_streamed_in_bounded_chunks(tmp_path):
-    write_records(tmp_path)
+    write_texts(tmp_path)
     longest, total = max(map(len, DOCS)), sum(map(len, DOCS))
     data.prepare(str(tmp_path / 'text'), 'byte', str(tmp_path / 'whole'), verbose=False)
     data.prepare(str(tmp_path / 'text'), 'byte', str(tmp_path / 'chunked'), verbose=False, chunk_bytes=2000)
@@ -235,7 +240,7 @@ def test_preparation_is_streamed_in_bounded_chunks(tmp_path):
 
 
 def test_an_interrupted_preparation_leaves_no_corpus(tmp_path, monkeypatch):
-    write_records(tmp_path)
+    write_texts(tmp_path)
     out = tmp_path / 'out'
     data.prepare(str(tmp_path / 'text'), 'byte', str(out), verbose=False)  # a complete folder first
     real = data.documents
@@ -733,6 +738,16 @@ def test_a_second_ctrl_c_exits_at_once():
     request.handle(signal.SIGINT, None)
     with pytest.raises(KeyboardInterrupt):
         request.handle(signal.SIGINT, None)
+
+
+def test_an_untrained_byte_sample_prints_as_text(capsys, corpus, tmp_path):
+    """A byte model's first samples hold bytes that are not UTF-8 and control characters (bell, escape, NUL):
+    each is shown as U+FFFD, so the terminal gets text, never raw control bytes."""
+    assert grow.printable('a\x07b\x1b[31mc\x00\n\td\ufffd') == 'a\ufffdb\ufffd[31mc\ufffd\n\td\ufffd'
+    run(corpus, tmp_path, '--max_steps', 1, '--sample_tokens', 300)
+    body = capsys.readouterr().out.split('--- sample ---\n', 1)[1].rsplit('\n--------------', 1)[0]
+    assert len(body) >= 100 and '\ufffd' in body  # an untrained model draws unprintable bytes: replaced
+    assert all(c.isprintable() or c in '\n\t' for c in body), repr(body)
 
 
 def test_sample_a_checkpoint_with_a_prompt(capsys, corpus, tmp_path):
@@ -1344,6 +1359,69 @@ def test_bad_flags(capsys, corpus, tmp_path):
     assert not (tmp_path / 'o').exists()  # nothing written for a refused run
 
 
+def test_bad_rates_and_factors(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
+    fails(capsys, base + ['--lr', '-1'], '--lr', 'positive', '-1.0')
+    fails(capsys, base + ['--lr', '0'], '--lr', 'positive')
+    fails(capsys, base + ['--lr', 'nan'], '--lr', 'nan')
+    fails(capsys, base + ['--lr', '1e-3', '--min_lr', '5'], '--min_lr', '[0, --lr]', '5.0')
+    fails(capsys, base + ['--min_lr=-1e-4'], '--min_lr', '[0, --lr]')
+    fails(capsys, base + ['--weight_decay', '-1'], '--weight_decay', '0 or a positive')
+    fails(capsys, base + ['--grad_clip', '-1'], '--grad_clip', '0 (no clipping)')
+    fails(capsys, base + ['--grad_clip', 'inf'], '--grad_clip', 'inf')
+    fails(capsys, base + ['--dropout', '1'], '--dropout', '[0, 1)')
+    fails(capsys, base + ['--rewarmup', '-5'], '--rewarmup', 'steps')
+    assert not (tmp_path / 'o').exists()
+    run(corpus, tmp_path / 'r', '--max_steps', 2)  # a resumed run's new --lr is checked too
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'r'), '--lr', '-1'], '--lr', 'positive')
+
+
+def test_bad_seeds(capsys, corpus, tmp_path):
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
+    fails(capsys, base + ['--seed', '-3'], '--seed', '[0, 2**31)', '-3')
+    fails(capsys, base + ['--seed', str(2 ** 40)], '--seed', '[0, 2**31)')
+    fails(capsys, base + ['--seed', '1.5'], '--seed', 'invalid int')
+    fails(capsys, base + ['--compare', 'scratch,stack', '--seeds', '-1'], '--seeds', 'positive')
+    assert not (tmp_path / 'o').exists()
+
+
+def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
+    """A micro-batch that cannot fit is refused before anything is allocated; one that runs out of memory anyway
+    stops with one line naming the shape flags, and the checkpoint written before it stays readable."""
+    base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
+    fails(capsys, base + ['--block_size', '100000'], '--batch_size 32 x --block_size 100000', 'GiB',
+          '--grad_accum')
+    assert not (tmp_path / 'o').exists()
+    fails(capsys, base + ['--block_size', '0'], '--block_size', 'positive')
+    fails(capsys, base + ['--grad_accum', '0'], '--grad_accum', 'positive')
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def out_of_memory(self, *args, **kwargs):  # what the CPU allocator raises when it is refused memory
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 9663676416 bytes.")
+        return real_step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.AdamW, 'step', out_of_memory)
+    fails(capsys, TINY + ['--data', corpus, '--out_dir', str(tmp_path / 'oom'), '--max_steps', '4',
+                          '--eval_interval', '1'], 'out of memory', "can't allocate memory", '--batch_size',
+          '--block_size', '--grad_accum', str(tmp_path / 'oom'))
+    monkeypatch.setattr(torch.optim.AdamW, 'step', real_step)
+    assert flags.read_checkpoint(str(tmp_path / 'oom'))[0]['run']['step'] == 1  # the last good one, readable
+    assert grow.main(['--resume', '--out_dir', str(tmp_path / 'oom')])['step'] == 4
+
+
+def test_bad_data_paths(capsys, corpus, tmp_path):
+    base = ['--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
+    (tmp_path / 'corpus.txt').write_text('print("hello")\n' * 100)
+    fails(capsys, base + ['--data', str(tmp_path / 'corpus.txt')], '--data', 'is a file',
+          f"python data.py --source {tmp_path / 'corpus.txt'}", 'corpus.txt_byte')
+    fails(capsys, base + ['--data', str(tmp_path / 'missing')], '--data', 'no such folder', 'data.py --source')
+    (tmp_path / 'empty').mkdir()
+    fails(capsys, base + ['--data', str(tmp_path / 'empty')], '--data', 'no meta.json', 'data.py')
+    assert not (tmp_path / 'o').exists()
+
+
 def test_bad_schedules(capsys, corpus, tmp_path):
     base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu', '--n_layer', '4']
     fails(capsys, base + ['--method', 'stack', '--stages', '2,2,4'], '--stages 2,2,4', 'increasing')
@@ -1469,7 +1547,7 @@ def test_data_cli_errors(capsys, tmp_path, monkeypatch):
                "no field 'text'", 'body', '--text_field')
     assert not (tmp_path / 'y' / 'meta.json').exists()
     data_fails(capsys, ['--source', str(tmp_path), '--max_tokens', '0'], '--max_tokens')
-    datasets = pytest.importorskip('datasets', reason='hf: needs datasets')
+    datasets = pytest.importorskip('datasets', reason='hf: needs datasets (pip install datasets)')
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'nobody/nothing' on the Hub (LocalEntryNotFoundError)")
