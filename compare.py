@@ -17,7 +17,16 @@ import csv
 import json
 import math
 import os
+import signal
+import subprocess
 import sys
+import time
+
+import torch
+
+import grow
+from data import InputError
+from flags import GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule, to_argv
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (1..10); 1.96 beyond 30
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -343,6 +352,117 @@ def sweep_plot(sweep, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- training a comparison
+
+def compare_methods(args, request=None):
+    """--compare: every method with the same target, data, evaluation batches, budget and LR schedule shape, for
+    --seeds seeds (seed, seed+1, ...), each run in out_dir/<method>/seed<S>, up to --jobs at once; then the
+    table of compare.py and its plots. A run already in its folder with the same flags is resumed (a finished
+    one is only evaluated again), so an interrupted comparison continues where it stopped."""
+    if os.path.isdir(args.compare):  # a finished comparison: report again, train nothing
+        out_dir, methods, jobs = args.compare, None, previous_jobs(args.compare)
+    else:
+        runs = comparison_runs(args)
+        if args.jobs == 1:
+            for sub in runs:
+                print(f"=== {sub.method}, seed {sub.seed} -> {sub.out_dir}")
+                grow.train(sub, request)
+        else:
+            run_in_parallel(runs, args, request or grow.StopRequest())
+        out_dir, methods, jobs = args.out_dir, list(dict.fromkeys(sub.method for sub in runs)), args.jobs
+    try:
+        summary, per_seed, curves = report(out_dir, methods)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"--compare {out_dir}: not a comparison folder ({e})")
+    print(write(summary, per_seed, out_dir, jobs))
+    plot(curves, out_dir)
+    return summary
+
+
+def comparison_runs(args):
+    """The runs of a comparison, seed by seed (a partial comparison is already paired), every flag checked
+    before anything trains. A folder that holds a run with other flags is refused; one with the same is resumed."""
+    methods = args.compare.split(',')
+    if any(m not in METHODS for m in methods) or 'scratch' not in methods or len(set(methods)) < len(methods):
+        raise InputError(f"--compare {args.compare}: give distinct methods among {', '.join(METHODS)}, "
+                         f"scratch included (its final loss is the target), or an existing folder")
+    if args.resume or args.stop_at:
+        raise InputError("--compare runs whole runs (and resumes its own): --resume and --stop_at apply to "
+                         "single runs")
+    defaults, runs = get_parser(), []
+    for seed in range(args.seed, args.seed + args.seeds):
+        for m in ['scratch'] + [m for m in methods if m != 'scratch']:
+            sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
+                                        'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
+            if m == 'scratch':  # flags that shape growth do not apply to the baseline, and its run is the
+                for k in GROWTH_FLAGS:  # same under both budgets (so one scratch run serves both protocols)
+                    setattr(sub, k, None)
+                sub.budget = 'steps'
+            if m != 'apollo':
+                sub.sampling = sub.layer_map = None
+            schedule(sub, model_config(sub, grow.load_data(sub.data)[0]))
+            if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
+                saved = grow.read_checkpoint(sub.out_dir)[0]['args']
+                differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
+                          and saved.get(k, defaults.get_default(k)) != v]
+                if differ:
+                    raise InputError(f"--out_dir {args.out_dir}: {sub.out_dir} holds a run with other flags "
+                                     f"(--{differ[0]} {saved.get(differ[0])} there, {getattr(sub, differ[0])} "
+                                     f"here); choose another --out_dir, or print it with --compare {args.out_dir}")
+                sub.resume = True
+            runs.append(sub)
+    return runs
+
+
+def run_in_parallel(runs, args, request):
+    """--jobs J > 1: J runs at once, each `python grow.py` in a process (and session) of its own, its output in
+    its folder's train.log. On CPU each gets its share of the cores (threads), so that J runs do not
+    oversubscribe them; on CUDA each gets one visible GPU. A stop request is passed on to every run."""
+    cuda = grow.pick_device(args) == 'cuda'
+    jobs = min(args.jobs, torch.cuda.device_count()) if cuda else args.jobs
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if hasattr(os, 'sched_getaffinity') else 1
+    print(f"--jobs {jobs}: " + ("one GPU each" if cuda else f"{threads} thread{'s' * (threads > 1)} each"))
+    pending, active, failed, passed_on = list(runs), {}, [], False
+    while pending or active:
+        while pending and len(active) < jobs and not request.signum and not failed:
+            sub = pending.pop(0)
+            slot = min(set(range(jobs)) - set(active))
+            env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': str(slot)} if cuda else
+                                      {'OMP_NUM_THREADS': str(threads)}))
+            argv = ['--resume', '--out_dir', sub.out_dir] if sub.resume else to_argv(sub)
+            os.makedirs(sub.out_dir, exist_ok=True)
+            with open(os.path.join(sub.out_dir, 'train.log'), 'a') as out:
+                active[slot] = sub, subprocess.Popen([sys.executable, os.path.abspath(grow.__file__), *argv], env=env,
+                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            print(f"=== {sub.method}, seed {sub.seed} -> {sub.out_dir} (output in train.log)")
+        if request.signum and not passed_on:
+            for _, child in active.values():
+                child.send_signal(request.signum)
+            passed_on = True
+        for slot, (sub, child) in list(active.items()):
+            if child.poll() is not None:
+                del active[slot]
+                print(f"=== {sub.method}, seed {sub.seed}: " + ("done" if child.returncode == 0 else
+                                                               f"stopped with exit status {child.returncode}"))
+                failed += [(sub, child.returncode)] if child.returncode else []
+        time.sleep(0.2)
+    if request.signum:
+        raise grow.Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name}; every run kept its "
+                                          f"checkpoint: the same --compare command continues where they stopped")
+    if failed:
+        sub, status = failed[0]
+        raise grow.RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see its train.log); "
+                                 f"the same --compare command continues the comparison")
+
+
+def previous_jobs(out_dir):
+    try:
+        with open(os.path.join(out_dir, 'compare.json')) as f:
+            return json.load(f).get('jobs')
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def main(argv=None):

@@ -8,8 +8,6 @@ import math
 import os
 import sys
 
-import torch
-
 import data
 from data import InputError
 from model import SIZES, config_for
@@ -63,8 +61,6 @@ DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
 # (--lr too: after a divergence, lower it and resume from the last good checkpoint; README says so)
 RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
              'export_hf', 'force', 'sample', 'prompt', 'lr', 'max_skips'}
-# what a checkpoint must hold for --resume, --sample and --export_hf
-CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
 # flags that shape growth: meaningless for scratch (refused there, dropped for it in --compare)
 GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages', 'length_op',
                 'depth_noise')
@@ -185,23 +181,29 @@ def dims_list(text):
     return dims
 
 
-def parse_args(argv=None):
-    """Flags, validated; with --resume, the checkpoint's flags (a resumed run is the same run)."""
+def parse(argv=None):
+    """(the flags, the names of those typed on the command line): a resumed run needs to know which were typed."""
     p = get_parser()
     args = p.parse_args(argv)
     for action in p._actions:  # parse again without defaults: only the flags typed on the command line
         action.default = argparse.SUPPRESS
-    explicit = vars(p.parse_args(argv))
-    if args.resume:
-        saved, path = read_checkpoint(args.out_dir)
-        saved = saved['args']
-        for k, v in explicit.items():
-            if k not in RESUMABLE and saved.get(k) != v:
-                raise InputError(f"--{k} {v} differs from the checkpoint's {saved.get(k)} ({path}); a resumed "
-                                 f"run keeps its flags except {', '.join(sorted(RESUMABLE))}")
-        typed = {k: v for k, v in explicit.items() if k in RESUMABLE}
-        # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
-        args = argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **typed})
+    return args, set(vars(p.parse_args(argv)))
+
+
+def resumed(args, typed, saved, path):
+    """The flags of a resumed run: the checkpoint's `saved` flags, and the RESUMABLE ones typed now; typing any
+    other flag with another value is refused (a resumed run is the same run)."""
+    for k in typed:
+        if k not in RESUMABLE and saved.get(k) != getattr(args, k):
+            raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} ({path}); a "
+                             f"resumed run keeps its flags except {', '.join(sorted(RESUMABLE))}")
+    now = {k: getattr(args, k) for k in typed if k in RESUMABLE}
+    # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
+    return argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **now})
+
+
+def check(args, typed):
+    """Every flag's value and every combination, checked before anything trains (the schedule's in `schedule`)."""
     if args.lr is None:
         args.lr = 5e-4 if args.model == 'bert' else 1e-3
     check_numbers(args)
@@ -209,8 +211,8 @@ def parse_args(argv=None):
         raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
     if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
-    if not args.compare and ({'seeds', 'jobs'} & set(explicit)):
-        raise InputError(f"--{min({'seeds', 'jobs'} & set(explicit))} belongs to --compare (several runs); "
+    if not args.compare and ({'seeds', 'jobs'} & typed):
+        raise InputError(f"--{min({'seeds', 'jobs'} & typed)} belongs to --compare (several runs); "
                          f"a single run has one seed: --seed")
     if args.sample and not args.resume:
         raise InputError("--sample shows what a checkpoint learned: add --resume (and --out_dir of the run)")
@@ -220,9 +222,6 @@ def parse_args(argv=None):
     if args.length_op == 'pool' and positions(args) != 'learned':
         raise InputError("--length_op pool averages position embeddings, and --pos rope (BERT's default) has none: "
                          "add --pos learned, or use --length_op truncate")
-    if args.size == 'auto':
-        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
-        print(f"--size auto: {args.size} on {pick_device(args)}")
     return args
 
 
@@ -266,38 +265,6 @@ def to_argv(args):
         else:
             argv += [action.option_strings[0], str(value)]
     return argv
-
-
-def read_checkpoint(out_dir, say=print):
-    """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
-    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
-    path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
-    if not os.path.isfile(path) and not os.path.isfile(prev):
-        raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
-        if not os.path.isfile(prev):
-            raise InputError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}); it is "
-                             f"damaged and there is no ckpt.prev.pt to fall back to: start the run again")
-        try:
-            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
-        except Exception:
-            raise InputError(f"{path} and {prev} cannot be read (both damaged): start the run again")
-        say(f"warning: {path} cannot be read ({type(e).__name__}); resuming from the checkpoint before it, {prev}")
-        path = prev
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
-                         f"start the run again")
-    return ckpt, path
-
-
-def pick_device(args):
-    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
-    return device
 
 
 def schedule(args, cfg):

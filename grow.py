@@ -14,9 +14,7 @@ import copy
 import json
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,16 +26,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import compare
 import data
 from data import InputError
-from flags import (DEFAULT_DATA, GROWTH_FLAGS, METHODS, RESUMABLE, depth_sampling, evaluation_depth, get_parser,
-                   lr_at, model_config, parse_args, pick_device, read_checkpoint, schedule, stage_of, to_argv)
+import flags
+from flags import (DEFAULT_DATA, depth_sampling, evaluation_depth, lr_at, model_config, schedule,
+                   stage_of)
 from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, random_path, sample_depth,
-                   tile, to_hf, widen)
+                   tile, widen)
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
+# what a checkpoint must hold for --resume, --sample and --export_hf
+CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
 # what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
 GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool', 'path': 'path'}
 
@@ -105,7 +105,8 @@ def train(args, request=None):
         stage_summary(log, rt, progress, len(stages))
         rt.say(budget.cost(progress, args))
         if args.sample_tokens > 0 and rt.master:
-            show_sample(model, val_tokens, meta, rt.device, args, evaluation_depth(args, model.cfg))
+            import sample  # (sample.py reads checkpoints through this module)
+            sample.show_sample(model, val_tokens, meta, rt.device, args, evaluation_depth(args, model.cfg))
     if rt.ddp:
         dist.destroy_process_group()
     if not done:
@@ -293,6 +294,51 @@ class Interrupted(RunStopped):
 
 
 # ----------------------------------------------------------------------------- helpers of the loop
+
+def parse_args(argv=None):
+    """The run's flags, checked (flags.py); with --resume, the checkpoint's flags (a resumed run is the same run)."""
+    args, typed = flags.parse(argv)
+    if args.resume:
+        ckpt, path = read_checkpoint(args.out_dir)
+        args = flags.resumed(args, typed, ckpt['args'], path)
+    flags.check(args, typed)
+    if args.size == 'auto':
+        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {pick_device(args)}")
+    return args
+
+
+def read_checkpoint(out_dir, say=print):
+    """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
+    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
+    path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
+    if not os.path.isfile(path) and not os.path.isfile(prev):
+        raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
+        if not os.path.isfile(prev):
+            raise InputError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}); it is "
+                             f"damaged and there is no ckpt.prev.pt to fall back to: start the run again")
+        try:
+            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
+        except Exception:
+            raise InputError(f"{path} and {prev} cannot be read (both damaged): start the run again")
+        say(f"warning: {path} cannot be read ({type(e).__name__}); resuming from the checkpoint before it, {prev}")
+        path = prev
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
+                         f"start the run again")
+    return ckpt, path
+
+
+def pick_device(args):
+    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+    return device
+
 
 def start_runtime(args):
     """The device and dtype; under torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK) the process group, as in
@@ -754,15 +800,7 @@ def duration(s):
     return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
-# ----------------------------------------------------------------------------- what the model learned
-
-def sample_checkpoint(args):
-    """--resume --sample: what the checkpoint of out_dir learned, at the evaluation depth; trains nothing."""
-    model, ckpt = checkpoint_model(args)
-    device = pick_device(args)
-    val_tokens = None if args.prompt or model.cfg.kind == 'gpt' else load_data(args.data)[2]
-    return show_sample(model.to(device), val_tokens, ckpt['meta'], device, args, evaluation_depth(args, model.cfg))
-
+# ----------------------------------------------------------------------------- checkpoints
 
 def checkpoint_model(args):
     """The model of out_dir's checkpoint (in eval mode), and the checkpoint."""
@@ -770,209 +808,6 @@ def checkpoint_model(args):
     model = Transformer(Config(**ckpt['config']))
     model.load_state_dict(ckpt['model'])
     return model.eval(), ckpt
-
-
-@torch.no_grad()
-def show_sample(model, val_tokens, meta, device, args, at, seed=0):
-    """GPT: continue --prompt (or start a file). BERT: fill the [MASK] markers of --prompt, or 15% masked
-    positions of a validation window. Prints and returns the text."""
-    enc = data.get_tokenizer(meta['tokenizer'])
-    model.eval()
-    text = (continue_text if model.cfg.kind == 'gpt' else fill_masks)(model, enc, meta, device, args, at, val_tokens,
-                                                                       torch.Generator().manual_seed(seed))
-    model.train()
-    print(text)
-    return text
-
-
-def continue_text(model, enc, meta, device, args, at, val_tokens, g):
-    idx = torch.tensor([[meta['eot_id']] + enc.encode_ordinary(args.prompt or '')], device=device)
-    for _ in range(args.sample_tokens):
-        logits = model(idx[:, -model.cfg.block_size:], **at)[0][:, -1].float().cpu()
-        logits[:, meta['n_ordinary']:] = -float('inf')  # no special, [MASK] or padding ids in the text
-        probs = torch.softmax(logits / 0.8, dim=-1)
-        idx = torch.cat([idx, torch.multinomial(probs, 1, generator=g).to(device)], dim=1)
-    return f"--- sample ---\n{printable(enc.decode(idx[0, 1:].tolist()))}\n--------------"
-
-
-def printable(text):
-    """The text as a terminal can show it: tiktoken already replaces bytes that are not UTF-8 with U+FFFD, and
-    control characters (a byte model's early samples are full of them: bells, escapes, NULs) get it too."""
-    return ''.join(c if c.isprintable() or c in '\n\t' else '\ufffd' for c in text)
-
-
-def fill_masks(model, enc, meta, device, args, at, val_tokens, g):
-    if args.prompt:  # the user's [MASK] markers, one token each
-        pieces = args.prompt.split('[MASK]')
-        if len(pieces) == 1:
-            raise InputError("--prompt: BERT fills the [MASK] markers of the prompt and it has none; e.g. "
-                             "--prompt 'for i in [MASK][MASK][MASK]ge(10):'")
-        ids = [t for piece in pieces for t in enc.encode_ordinary(piece) + [meta['mask_id']]][:-1]
-        if len(ids) > model.cfg.block_size:
-            raise InputError(f"--prompt is {len(ids)} tokens, longer than the model's block_size "
-                             f"{model.cfg.block_size}")
-        x = torch.tensor([ids])
-        chosen = x == meta['mask_id']
-    else:  # a validation window with 15% of its positions masked, and the truth to compare with
-        T = min(model.cfg.block_size, args.sample_tokens, len(val_tokens))
-        x = torch.from_numpy(val_tokens[:T].astype(np.int64))[None]
-        chosen = torch.rand(x.shape, generator=g) < 0.15
-    logits = model(torch.where(chosen, meta['mask_id'], x).to(device), **at)[0].float().cpu()
-    logits[..., meta['n_ordinary']:] = -float('inf')
-    filled = torch.where(chosen, logits.argmax(-1), x)
-    blank = enc.encode_ordinary('_')[0]
-    masked = enc.decode(torch.where(chosen, blank, x)[0].tolist())
-    if args.prompt:
-        guesses = [enc.decode([t]) for t in filled[chosen].tolist()]
-        return f"--- fill the mask ---\nmasked: {masked!r}\nfilled: {enc.decode(filled[0].tolist())!r}\n" \
-               f"guesses: {guesses}\n--------------"
-    acc = (filled[chosen] == x[chosen]).float().mean().item() if chosen.any() else float('nan')
-    return (f"--- fill the mask ({int(chosen.sum())} masked, {100 * acc:.0f}% right) ---\nmasked: {masked!r}\n"
-            f"filled: {enc.decode(filled[0].tolist())!r}\ntruth:  {enc.decode(x[0].tolist())!r}\n--------------")
-
-
-def compare_methods(args, request=None):
-    """--compare: every method with the same target, data, evaluation batches, budget and LR schedule shape, for
-    --seeds seeds (seed, seed+1, ...), each run in out_dir/<method>/seed<S>, up to --jobs at once; then the
-    table of compare.py and its plots. A run already in its folder with the same flags is resumed (a finished
-    one is only evaluated again), so an interrupted comparison continues where it stopped."""
-    if os.path.isdir(args.compare):  # a finished comparison: report again, train nothing
-        out_dir, methods, jobs = args.compare, None, previous_jobs(args.compare)
-    else:
-        runs = comparison_runs(args)
-        if args.jobs == 1:
-            for sub in runs:
-                print(f"=== {sub.method}, seed {sub.seed} -> {sub.out_dir}")
-                train(sub, request)
-        else:
-            run_in_parallel(runs, args, request or StopRequest())
-        out_dir, methods, jobs = args.out_dir, list(dict.fromkeys(sub.method for sub in runs)), args.jobs
-    try:
-        summary, per_seed, curves = compare.report(out_dir, methods)
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"--compare {out_dir}: not a comparison folder ({e})")
-    print(compare.write(summary, per_seed, out_dir, jobs))
-    compare.plot(curves, out_dir)
-    return summary
-
-
-def comparison_runs(args):
-    """The runs of a comparison, seed by seed (a partial comparison is already paired), every flag checked
-    before anything trains. A folder that holds a run with other flags is refused; one with the same is resumed."""
-    methods = args.compare.split(',')
-    if any(m not in METHODS for m in methods) or 'scratch' not in methods or len(set(methods)) < len(methods):
-        raise InputError(f"--compare {args.compare}: give distinct methods among {', '.join(METHODS)}, "
-                         f"scratch included (its final loss is the target), or an existing folder")
-    if args.resume or args.stop_at:
-        raise InputError("--compare runs whole runs (and resumes its own): --resume and --stop_at apply to "
-                         "single runs")
-    defaults, runs = get_parser(), []
-    for seed in range(args.seed, args.seed + args.seeds):
-        for m in ['scratch'] + [m for m in methods if m != 'scratch']:
-            sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
-                                        'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
-            if m == 'scratch':  # flags that shape growth do not apply to the baseline, and its run is the
-                for k in GROWTH_FLAGS:  # same under both budgets (so one scratch run serves both protocols)
-                    setattr(sub, k, None)
-                sub.budget = 'steps'
-            if m != 'apollo':
-                sub.sampling = sub.layer_map = None
-            schedule(sub, model_config(sub, load_data(sub.data)[0]))
-            if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
-                saved = read_checkpoint(sub.out_dir)[0]['args']
-                differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
-                          and saved.get(k, defaults.get_default(k)) != v]
-                if differ:
-                    raise InputError(f"--out_dir {args.out_dir}: {sub.out_dir} holds a run with other flags "
-                                     f"(--{differ[0]} {saved.get(differ[0])} there, {getattr(sub, differ[0])} "
-                                     f"here); choose another --out_dir, or print it with --compare {args.out_dir}")
-                sub.resume = True
-            runs.append(sub)
-    return runs
-
-
-def run_in_parallel(runs, args, request):
-    """--jobs J > 1: J runs at once, each `python grow.py` in a process (and session) of its own, its output in
-    its folder's train.log. On CPU each gets its share of the cores (threads), so that J runs do not
-    oversubscribe them; on CUDA each gets one visible GPU. A stop request is passed on to every run."""
-    cuda = pick_device(args) == 'cuda'
-    jobs = min(args.jobs, torch.cuda.device_count()) if cuda else args.jobs
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if hasattr(os, 'sched_getaffinity') else 1
-    print(f"--jobs {jobs}: " + ("one GPU each" if cuda else f"{threads} thread{'s' * (threads > 1)} each"))
-    pending, active, failed, passed_on = list(runs), {}, [], False
-    while pending or active:
-        while pending and len(active) < jobs and not request.signum and not failed:
-            sub = pending.pop(0)
-            slot = min(set(range(jobs)) - set(active))
-            env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': str(slot)} if cuda else
-                                      {'OMP_NUM_THREADS': str(threads)}))
-            argv = ['--resume', '--out_dir', sub.out_dir] if sub.resume else to_argv(sub)
-            os.makedirs(sub.out_dir, exist_ok=True)
-            with open(os.path.join(sub.out_dir, 'train.log'), 'a') as out:
-                active[slot] = sub, subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv], env=env,
-                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            print(f"=== {sub.method}, seed {sub.seed} -> {sub.out_dir} (output in train.log)")
-        if request.signum and not passed_on:
-            for _, child in active.values():
-                child.send_signal(request.signum)
-            passed_on = True
-        for slot, (sub, child) in list(active.items()):
-            if child.poll() is not None:
-                del active[slot]
-                print(f"=== {sub.method}, seed {sub.seed}: " + ("done" if child.returncode == 0 else
-                                                               f"stopped with exit status {child.returncode}"))
-                failed += [(sub, child.returncode)] if child.returncode else []
-        time.sleep(0.2)
-    if request.signum:
-        raise Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name}; every run kept its "
-                                          f"checkpoint: the same --compare command continues where they stopped")
-    if failed:
-        sub, status = failed[0]
-        raise RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see its train.log); "
-                                 f"the same --compare command continues the comparison")
-
-
-def previous_jobs(out_dir):
-    try:
-        with open(os.path.join(out_dir, 'compare.json')) as f:
-            return json.load(f).get('jobs')
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def export_hf(args):
-    """--export_hf: the checkpoint as a folder that transformers loads with from_pretrained. Shared Apollo
-    blocks are written out at depth L. The logits of both models are compared before anything is written:
-    a model that would differ is refused, not saved."""
-    if not args.resume:
-        raise InputError("--export_hf exports the checkpoint of --out_dir: add --resume")
-    if os.path.isdir(args.export_hf) and os.listdir(args.export_hf) and not args.force:
-        raise InputError(f"--export_hf {args.export_hf} is not empty; add --force to replace it")
-    model, ckpt = checkpoint_model(args)
-    at = evaluation_depth(args, model.cfg)  # Apollo's shared blocks are written out at depth L
-    depth, layer_map = at['depth'], at['layer_map']
-    meta = ckpt.get('meta') or load_data(args.data)[0]  # (checkpoints of earlier versions lack it)
-    meta = {k: meta[k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
-    try:
-        hf = to_hf(model, depth, layer_map, meta)
-    except (ImportError, ValueError) as e:
-        raise InputError(f"--export_hf: {e}")
-    x = torch.randint(0, meta['n_ordinary'], (2, min(64, model.cfg.block_size)),
-                      generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ours = model(x, x, depth=depth, layer_map=layer_map)[0] if model.cfg.kind == 'gpt' else \
-            model(x, depth=depth, layer_map=layer_map)[0]
-        rel = ((hf(x).logits - ours).abs().max() / ours.abs().max()).item()
-    if rel > 1e-4:
-        raise InputError(f"--export_hf: the exported model's logits differ from ours (relative {rel:.1e}); refused")
-    tmp = args.export_hf.rstrip('/') + '.tmp'
-    hf.save_pretrained(tmp, safe_serialization=True)
-    if os.path.isdir(args.export_hf):
-        shutil.rmtree(args.export_hf)
-    os.replace(tmp, args.export_hf)
-    print(f"exported {args.out_dir}/ckpt.pt ({model.cfg.kind}, {depth} layers, step {ckpt['run']['step']}) to "
-          f"{args.export_hf}: {type(hf).__name__}, logits match to {rel:.1e}")
-    return dict(path=args.export_hf, rel_error=rel)
 
 
 def main(argv=None):
@@ -983,11 +818,16 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         if args.export_hf:
-            return export_hf(args)
+            import export  # (export.py reads checkpoints through this module)
+            return export.export_hf(args)
         if args.sample:
-            return sample_checkpoint(args)
+            import sample
+            return sample.sample_checkpoint(args)
         with StopRequest() as request:
-            return compare_methods(args, request) if args.compare else train(args, request)
+            if args.compare:
+                import compare  # (compare.py trains its runs with this module)
+                return compare.compare_methods(args, request)
+            return train(args, request)
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or the CPU allocator's "can't allocate memory"
         if not isinstance(e, torch.cuda.OutOfMemoryError) and "can't allocate memory" not in str(e):
             raise

@@ -20,7 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import compare
 import data
 import flags
+import export
 import grow
+import sample
 from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, random_path, rotate,
                    sample_depth, widen)
 
@@ -451,7 +453,7 @@ def test_gstack_and_midas_schedules():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=12, n_head=4, n_embd=32, d_ff=128)
 
     def plan(*argv):
-        stages, op = flags.schedule(flags.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
+        stages, op = flags.schedule(grow.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
         return [(s['n_blocks'], s['start']) for s in stages], op
     assert plan('--method', 'gstack') == ([(3, 0), (12, 52)], 'stack')  # (0.25 of 210 rounds to 52)
     # MIDAS: blocks of 2 layers, stage i lasting in proportion to i (1+2+...+6 = 21 parts of 10 steps)
@@ -543,7 +545,7 @@ def test_symmetry_breaking_lets_copies_drift_apart(kind):
 @pytest.mark.parametrize('opt_state', ['copy', 'reset', 'slots'])
 def test_optimizer_moments_follow_the_map(opt_state):
     torch.manual_seed(0)
-    args = flags.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
+    args = grow.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=6, n_blocks=3))
     opt = grow.make_optimizer(model, args, 'cpu')
     x = torch.randint(0, 256, (2, 16))
@@ -571,7 +573,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
 
 def test_width_moments_follow_the_tiling():
     torch.manual_seed(0)
-    args = flags.parse_args(['--lr', '1e-3'])
+    args = grow.parse_args(['--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
     opt = grow.make_optimizer(model, args, 'cpu')
     x = torch.randint(0, 256, (2, 16))
@@ -743,7 +745,7 @@ def test_a_second_ctrl_c_exits_at_once():
 def test_an_untrained_byte_sample_prints_as_text(capsys, corpus, tmp_path):
     """A byte model's first samples hold bytes that are not UTF-8 and control characters (bell, escape, NUL):
     each is shown as U+FFFD, so the terminal gets text, never raw control bytes."""
-    assert grow.printable('a\x07b\x1b[31mc\x00\n\td\ufffd') == 'a\ufffdb\ufffd[31mc\ufffd\n\td\ufffd'
+    assert sample.printable('a\x07b\x1b[31mc\x00\n\td\ufffd') == 'a\ufffdb\ufffd[31mc\ufffd\n\td\ufffd'
     run(corpus, tmp_path, '--max_steps', 1, '--sample_tokens', 300)
     body = capsys.readouterr().out.split('--- sample ---\n', 1)[1].rsplit('\n--------------', 1)[0]
     assert len(body) >= 100 and '\ufffd' in body  # an untrained model draws unprintable bytes: replaced
@@ -761,6 +763,7 @@ def test_sample_a_checkpoint_with_a_prompt(capsys, corpus, tmp_path):
                       '--sample_tokens', '30'])
     body = text.splitlines()[1]
     assert body.startswith('def main(') and len(body) > len('def main(')
+    assert sample.main(['--out_dir', str(tmp_path / 'gpt'), '--prompt', 'def main(', '--sample_tokens', '30']) == text
     assert ((tmp_path / 'gpt' / 'log.jsonl').read_text(), os.path.getmtime(tmp_path / 'gpt' / 'ckpt.pt')) == before
     run(corpus, tmp_path / 'bert', '--model', 'bert', '--max_steps', 20, '--lr', '3e-3')
     prompt = 'for i in ra[MASK]ge(1[MASK]):'
@@ -803,16 +806,16 @@ def test_sigterm_checkpoints_at_the_step_and_resumes_bit_exactly(corpus, tmp_pat
 # ----------------------------------------------------------------------------- schedules
 
 def test_lr_schedule():
-    args = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
+    args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
     lrs = [flags.lr_at(s, args) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
 def test_rewarmup_ramps_after_each_growth():
-    args = flags.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
+    args = grow.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
     starts = [0, 20, 50]
-    plain = flags.parse_args(['--max_steps', '100', '--warmup', '5'])
+    plain = grow.parse_args(['--max_steps', '100', '--warmup', '5'])
     for s in range(100):
         ratio = flags.lr_at(s, args, starts) / flags.lr_at(s, plain, starts)
         expected = (s - 20 + 1) / 4 if 20 <= s < 24 else (s - 50 + 1) / 4 if 50 <= s < 54 else 1.0
@@ -868,7 +871,7 @@ def test_grow_switches_dimensions():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=4, n_embd=32, d_ff=128)
 
     def shapes(*argv):
-        stages, _ = flags.schedule(flags.parse_args(['--size', 'tiny', *argv]), cfg)
+        stages, _ = flags.schedule(grow.parse_args(['--size', 'tiny', *argv]), cfg)
         return [(s['n_blocks'], s['n_embd'], s['n_head'], s['d_ff'], s['seq'], s['batch']) for s in stages]
     plain = [(1, 32, 4, 128, 32, 32), (2, 32, 4, 128, 32, 32), (4, 32, 4, 128, 32, 32)]
     assert shapes('--method', 'compound') == [(1, 32, 4, 32, 8, 128), (2, 32, 4, 64, 16, 64), (4, 32, 4, 128, 32, 32)]
@@ -972,7 +975,7 @@ def test_each_kind_has_its_defaults(corpus):
     meta = data.load(corpus)[0]
 
     def defaults(*argv):
-        args = flags.parse_args(['--size', 'tiny', *argv])
+        args = grow.parse_args(['--size', 'tiny', *argv])
         cfg = flags.model_config(args, meta)
         return cfg.pos, cfg.pre_ln, args.lr
     assert defaults() == ('learned', True, 1e-3)
@@ -981,7 +984,7 @@ def test_each_kind_has_its_defaults(corpus):
 
 
 def test_apollo_learns_and_is_the_default(corpus, tmp_path):
-    assert flags.parse_args([]).method == 'apollo'
+    assert grow.parse_args([]).method == 'apollo'
     run(corpus, tmp_path, *APOLLO, '--max_steps', 40, '--lr', '3e-3', '--eval_interval', 40)
     val = [r['val_loss'] for r in records(tmp_path, 'eval')]
     assert val[-1] < val[0] - 1.5
@@ -1256,7 +1259,7 @@ def ddp_stop_worker(rank, world, port, argv, out):
         return agreed(self, rt)
     grow.StopRequest.agreed = asked_on_rank_1
     with pytest.raises(grow.Interrupted):
-        grow.train(flags.parse_args(argv))
+        grow.train(grow.parse_args(argv))
     with open(os.path.join(out, f'stopped{rank}.json'), 'w') as f:
         json.dump(len(calls), f)
 
@@ -1309,7 +1312,7 @@ def test_compile_trains_through_growth(corpus, tmp_path):
 def test_export_hf_logits_match(corpus, tmp_path, kind, argv):
     transformers = pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
     run(corpus, tmp_path / 'run', '--model', kind, '--max_steps', 8, *argv)
-    grow.main(['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')])
+    export.main(['--out_dir', str(tmp_path / 'run'), '--to', str(tmp_path / 'hf')])  # = grow.py --export_hf
     cls = transformers.GPT2LMHeadModel if kind == 'gpt' else transformers.BertForMaskedLM if 'learned' in argv \
         else transformers.RoFormerForMaskedLM  # BERT's default: rotary positions
     hf = cls.from_pretrained(str(tmp_path / 'hf')).eval()
@@ -1329,14 +1332,14 @@ def test_export_hf_logits_match(corpus, tmp_path, kind, argv):
 def test_export_hf_refuses_a_model_that_differs(capsys, corpus, tmp_path, monkeypatch):
     pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
     run(corpus, tmp_path / 'run', '--max_steps', 2)
-    exact = grow.to_hf
+    exact = export.to_hf
 
     def off_by_a_little(*args, **kwargs):  # stands for any mapping that would not be exact
         hf = exact(*args, **kwargs)
         with torch.no_grad():
             hf.transformer.ln_f.bias += 0.01
         return hf
-    monkeypatch.setattr(grow, 'to_hf', off_by_a_little)
+    monkeypatch.setattr(export, "to_hf", off_by_a_little)
     fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')], 'differ',
           'refused')
     assert not (tmp_path / 'hf').exists() and not (tmp_path / 'hf.tmp').exists()
@@ -1407,7 +1410,7 @@ def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
                           '--eval_interval', '1'], 'out of memory', "can't allocate memory", '--batch_size',
           '--block_size', '--grad_accum', str(tmp_path / 'oom'))
     monkeypatch.setattr(torch.optim.AdamW, 'step', real_step)
-    assert flags.read_checkpoint(str(tmp_path / 'oom'))[0]['run']['step'] == 1  # the last good one, readable
+    assert grow.read_checkpoint(str(tmp_path / 'oom'))[0]['run']['step'] == 1  # the last good one, readable
     assert grow.main(['--resume', '--out_dir', str(tmp_path / 'oom')])['step'] == 4
 
 
