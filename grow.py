@@ -48,71 +48,135 @@ def train(args, request=None):
     """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps, the model). A stop
     `request` (SIGTERM, SIGINT) ends the run at the end of a step with a checkpoint, raising Interrupted."""
     request = request or StopRequest()
-    rt = start_runtime(args)
-    meta, train_tokens, val_tokens = load_data(args.data, rt)
-    cfg = model_config(args, meta)
-    stages, depth_op = schedule(args, cfg)
-    check_memory(args, rt, cfg)
-    step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world  # the same in every stage
-    model, optimizer, batches, sampler, progress = start_or_resume(args, rt, cfg, stages, meta, train_tokens)
-    sampling, layer_map = depth_sampling(args)  # Apollo: a depth per step; the others: their own blocks
-    evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
-    if args.compile:
-        compile_blocks(model, stages[progress.stage_index], evals[0], rt)
-    net = rt.wrap(model)
-    log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=progress.step if args.resume else None,
-              enabled=rt.master)
-    describe(args, rt, cfg, stages, depth_op, step_tokens)
-    budget = make_budget(args, cfg, stages, step_tokens)
-    watch, window, ran, paths = Stopwatch(rt.device == 'cuda'), Window.at(progress), [], []
-
+    run = start(args)
+    rt, progress, model, optimizer = run.rt, run.progress, run.model, run.optimizer
+    net = rt.wrap(model)  # DDP's wrapper under torchrun, the model itself otherwise
+    window = Window.at(progress)
     while True:
-        pos = budget.position(progress)
+        pos = run.budget.position(progress)  # the clock: steps, or FLOPs in steps of the target
         done = pos >= args.max_steps - 1e-9  # (float FLOPs sums)
         stop = done or progress.step == args.stop_at or request.agreed(rt)
         if pos >= progress.next_eval or stop:  # evaluate, then checkpoint
-            progress.train_time += watch.lap()
-            val = evaluate_and_save(model, optimizer, evals, args, rt, progress, log, batches, sampler, meta)
-            progress.next_eval = (pos // args.eval_interval + 1) * args.eval_interval
-            watch.restart()
+            run.val_loss = evaluate_and_save(run)
         if stop:
             break
-
-        i = stage_of(pos, stages)  # where the model grows: at the first step of each new stage
-        if i > progress.stage_index:
-            progress.train_time += watch.lap()
-            model, optimizer = grow_at_boundary(model, optimizer, stages, i, depth_op, args, rt, progress, log,
-                                                evals[0])
+        i = stage_of(pos, run.stages)
+        if i > progress.stage_index:  # where the model grows: at the first step of each new stage
+            model, optimizer = grow_at_boundary(run, i)
             net = rt.wrap(model)
-            watch.restart()
+        stage, lr = run.stages[i], lr_at(pos, args, run.budget.starts)
+        depths, layers = draw_depths(run, stage)  # Apollo: sampled depths; RaPTr: a random path
+        scales = shared_lr_scales(len(model.blocks), depths, layers, args.shared_lr)
+        for group in optimizer.param_groups:
+            group['lr'] = lr * scales.get(group.get('block'), 1.0)
 
-        lr = lr_at(pos, args, budget.starts)
-        depths, layers = draw_depths(len(model.blocks), cfg.n_layer, stages[i], sampling, layer_map, sampler, args)
-        loss, flops, applied = train_step(net, optimizer, batches, stages[i], lr, depths, layers, args, rt)
-        progress.add_step(depths, step_tokens, flops, applied)
+        # forward and backward over --grad_accum micro-batches, then clip, and step unless something is not finite
+        loss_sum, flops = torch.zeros((), device=rt.device), 0
+        for micro in range(args.grad_accum):
+            depth = depths[micro % len(depths)]
+            x, y = run.batches.next(stage['batch'], stage['seq'])
+            flops += micro_batch_flops(model.cfg, depth, stage, y)
+            x, y = to_device(rt, x, y)
+            # DDP averages the gradients across ranks once per step, on the last micro-batch
+            sync = not rt.ddp or micro == args.grad_accum - 1
+            with nullcontext() if sync else net.no_sync(), rt.autocast():
+                _, loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'])
+            (loss / args.grad_accum).backward()
+            loss_sum += loss.detach()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
+        applied, flops = agree(rt, loss_sum, norm, flops)
+        if applied:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        loss = loss_sum / args.grad_accum
+        progress.add_step(depths, run.step_tokens, flops, applied)
+        run.ran += depths
+        run.paths += [layers] if stage['path'] else []
         window.depths += depths
-        ran += depths
-        paths += [layers] if stages[i]['path'] else []
         if not applied:
-            skipped_step(log, rt, args, progress, stages, loss, lr)
-
+            skipped_step(run, loss, lr)
         if progress.step % args.log_interval == 0:
-            progress.train_time += watch.lap()
-            log_train(log, rt, args, progress, window, stages, loss, lr, budget)
+            log_train(run, window, loss, lr)
             window = Window.at(progress)
+    return finish(run, request, done)
 
+
+@dataclass
+class Run:
+    """One run's state, as `start` builds it: the flags, where it runs, the schedule and its budget, the model and
+    optimizer of the current stage, the data, the counters and the log. The loop's helpers take the run."""
+    args: argparse.Namespace
+    rt: 'Runtime'
+    cfg: Config
+    stages: list              # the schedule (flags.schedule): each stage's shape and start on the clock
+    depth_op: str             # how depth grows at a stage boundary (None: it does not)
+    budget: 'Budget'
+    corpus: tuple             # (meta, train tokens, validation tokens)
+    evals: list               # the fixed evaluation batches; the first is also the growth probe
+    model: Transformer = None
+    optimizer: torch.optim.Optimizer = None
+    batches: data.Batches = None
+    sampler: np.random.Generator = None  # Apollo's depths and RaPTr's paths: seeded alike on every rank
+    progress: 'Progress' = None
+    log: 'Log' = None
+    watch: 'Stopwatch' = None
+    step_tokens: int = 0      # tokens per optimizer step, all ranks: the same in every stage
+    val_loss: float = None
+    ran: list = field(default_factory=list)    # every executed depth (tests and the summary)
+    paths: list = field(default_factory=list)  # every RaPTr path
+
+
+def start(args):
+    """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state of
+    the checkpoint, with --resume), announced."""
+    rt = start_runtime(args)
+    corpus = load_data(args.data, rt)
+    cfg = model_config(args, corpus[0])
+    stages, depth_op = schedule(args, cfg)
+    check_memory(args, rt, cfg)
+    step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world
+    evals = data.eval_batches(corpus[2], cfg.kind, corpus[0], args.eval_batches, args.batch_size, cfg.block_size)
+    run = Run(args, rt, cfg, stages, depth_op, make_budget(args, cfg, stages, step_tokens), corpus, evals,
+              step_tokens=step_tokens)
+    start_or_resume(run)
+    if args.compile:
+        compile_blocks(run.model, stages[run.progress.stage_index], evals[0], rt)
+    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run.progress.step if args.resume else None,
+                  enabled=rt.master)
+    describe(run)
+    run.watch = Stopwatch(rt.device == 'cuda')
+    return run
+
+
+def finish(run, request, done):
+    """The end of the loop: a finished run's last stage summary, cost and sample; the process group taken down in
+    step; the resume line of a run that stopped early. Returns the run's summary."""
+    args, rt, progress = run.args, run.rt, run.progress
     if done:
-        stage_summary(log, rt, progress, len(stages))
-        rt.say(budget.cost(progress, args))
+        stage_summary(run)
+        rt.say(run.budget.cost(progress, args))
         if args.sample_tokens > 0 and rt.master:
             import sample  # (sample.py reads checkpoints through this module)
-            sample.show_sample(model, val_tokens, meta, rt.device, args, evaluation_depth(args, model.cfg))
+            meta, _, val_tokens = run.corpus
+            sample.show_sample(run.model, val_tokens, meta, rt.device, args, evaluation_depth(args, run.model.cfg))
     if rt.ddp:
-        dist.destroy_process_group()
+        leave_process_group()
     if not done:
         stopped_early(args, rt, request, progress)
-    return dict(step=progress.step, val_loss=val, flops=progress.flops, tokens=progress.tokens, model=model,
-                depths=ran, paths=paths, graphs=compiled_graphs(args))
+    return dict(step=progress.step, val_loss=run.val_loss, flops=progress.flops, tokens=progress.tokens,
+                model=run.model, depths=run.ran, paths=run.paths, graphs=compiled_graphs(args))
+
+
+def leave_process_group():
+    """Under torchrun, every rank leaves together. A rank used to leave as soon as its last collective returned,
+    while rank 0 was still writing the final checkpoint; gloo has no shutdown, and a group that a DDP wrapper has
+    used stays alive past destroy_process_group (its worker threads, its TCP loop and rank 0's store thread run
+    until the process exits: measured), so the rank that left first tore its connections down under a peer that
+    still held them live, and about one DDP test run in ten lost a rank to SIGABRT ("terminate called without an
+    active exception") at exit. The barrier holds every rank until all have finished."""
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def stopped_early(args, rt, request, progress):
@@ -402,30 +466,32 @@ def load_data(path, rt=None):
     return data.load(path)
 
 
-def start_or_resume(args, rt, cfg, stages, meta, train_tokens):
+def start_or_resume(run):
     """The first stage's model, its optimizer, the data and depth samplers and the counters, or all of them as
-    the checkpoint left them (with --resume): (model, optimizer, batches, sampler, progress)."""
+    the checkpoint left them (with --resume), set on the run."""
+    args, rt, cfg, (meta, train_tokens, _) = run.args, run.rt, run.cfg, run.corpus
     ckpt, ckpt_path = read_checkpoint(args.out_dir, say=lambda *_: None) if args.resume else (None, None)
     torch.manual_seed(args.seed)
-    first = {k: stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
-    model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
-    optimizer = make_optimizer(model, args, rt.device)
+    first = {k: run.stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
+    run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
+    run.optimizer = make_optimizer(run.model, args, rt.device)
     # each rank its own data; BERT masks --mask_rate of the positions (evaluation always 15%)
-    batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank, mlm_prob=args.mask_rate)
-    sampler = np.random.default_rng([args.seed, 1])  # Apollo's depths: seeded alike, the same on every rank
+    run.batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank, mlm_prob=args.mask_rate)
+    run.sampler = np.random.default_rng([args.seed, 1])  # seeded alike: the same on every rank
+    run.progress = Progress()
     if not ckpt:
-        return model, optimizer, batches, sampler, Progress()
+        return
     if len(ckpt['data_rng']) != rt.world:
         raise InputError(f"--resume: {ckpt_path} was written by {len(ckpt['data_rng'])} processes, not {rt.world}")
-    model.load_state_dict(ckpt['model'])
-    optimizer.load_state_dict(ckpt['optimizer'])
-    batches.rng.bit_generator.state = ckpt['data_rng'][rt.rank]
-    sampler.bit_generator.state = ckpt['sampler_rng']
+    run.model.load_state_dict(ckpt['model'])
+    run.optimizer.load_state_dict(ckpt['optimizer'])
+    run.batches.rng.bit_generator.state = ckpt['data_rng'][rt.rank]
+    run.sampler.bit_generator.state = ckpt['sampler_rng']
     torch.set_rng_state(ckpt['torch_rng'])
     counters = dict(ckpt['run'])
     counters.setdefault('stage_index', counters.pop('stage', 0))  # (checkpoints of earlier versions)
     rt.say(f"resumed {ckpt_path} at step {counters['step']}")
-    return model, optimizer, batches, sampler, Progress(**counters)
+    run.progress = Progress(**counters)
 
 
 def make_optimizer(model, args, device):
@@ -489,15 +555,16 @@ def make_budget(args, cfg, stages, step_tokens):
                   cfg.block_size, head), [st['start'] for st in stages], step_flops)
 
 
-def describe(args, rt, cfg, stages, depth_op, step_tokens):
+def describe(run):
     """What is about to train: the target, and each stage's model, where it starts and how it grows."""
+    args, rt, cfg, stages, depth_op = run.args, run.rt, run.cfg, run.stages, run.depth_op
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
     threads = torch.get_num_threads()  # part of what a CPU run reproduces: other threads, other sums, other losses
     on = f"{rt.device} ({rt.dtype}" + (f", {threads} thread{'s' * (threads > 1)}" if rt.device == 'cpu' else "") + ")"
     rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd {cfg.n_embd}, "
            f"T {cfg.block_size}, {args.method} on {on}" +
-           (f" x {rt.world} processes" if rt.ddp else "") + f", {args.max_steps} steps of {step_tokens:,} tokens")
+           (f" x {rt.world} processes" if rt.ddp else "") + f", {args.max_steps} steps of {run.step_tokens:,} tokens")
     sampling, layer_map = depth_sampling(args)
     for i, st in enumerate(stages if len(stages) > 1 else []):
         where = f"step {st['start']}" if args.budget == 'steps' else \
@@ -509,23 +576,28 @@ def describe(args, rt, cfg, stages, depth_op, step_tokens):
                (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
 
 
-def evaluate_and_save(model, optimizer, evals, args, rt, progress, log, batches, sampler, meta):
-    """Evaluate on the fixed batches, log it, and write a checkpoint (rank 0); returns the validation loss."""
+def evaluate_and_save(run):
+    """Evaluate on the fixed batches, log it, and write a checkpoint (rank 0); returns the validation loss. Its
+    time is not training time."""
+    args, rt, progress, model = run.args, run.rt, run.progress, run.model
+    progress.train_time += run.watch.lap()
     at = evaluation_depth(args, model.cfg)
-    val, acc = evaluate(model, evals[rt.rank::rt.world], rt, **at)
+    val, acc = evaluate(model, run.evals[rt.rank::rt.world], rt, **at)
     if not math.isfinite(val) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        raise Diverged(f"the validation loss at step {progress.step} is {val:.4g}" + stuck_at(args, progress))
-    log.write(type='eval', step=progress.step, val_loss=val, val_acc=acc, tokens=progress.tokens,
-              flops=progress.flops, time=progress.train_time, depth=at['depth'], graphs=compiled_graphs(args))
+        raise Diverged(f"the validation loss at step {progress.step} is {val:.4g}" + stuck_at(run))
+    run.log.write(type='eval', step=progress.step, val_loss=val, val_acc=acc, tokens=progress.tokens,
+                  flops=progress.flops, time=progress.train_time, depth=at['depth'], graphs=compiled_graphs(args))
     rt.say(f"eval step {progress.step}: val loss {val:.4f}, {100 * acc:.1f}% of the " +
            ("masked tokens" if model.cfg.kind == 'bert' else "next tokens") + " predicted right")
-    data_rngs = [batches.rng.bit_generator.state] * rt.world  # every rank's, so that each resumes its own data
+    data_rngs = [run.batches.rng.bit_generator.state] * rt.world  # every rank's: each resumes its own data
     if rt.ddp:
-        dist.all_gather_object(data_rngs, batches.rng.bit_generator.state)
+        dist.all_gather_object(data_rngs, run.batches.rng.bit_generator.state)
     # saved before next_eval moves on: a run resumed here evaluates again (its log drops this record)
     if rt.master:
-        save_checkpoint(args.out_dir, model, optimizer, args, progress, meta=meta, data_rng=data_rngs,
-                        sampler_rng=sampler.bit_generator.state)
+        save_checkpoint(run, data_rng=data_rngs, sampler_rng=run.sampler.bit_generator.state)
+    position = run.budget.position(progress)
+    progress.next_eval = (position // args.eval_interval + 1) * args.eval_interval
+    run.watch.restart()
     return val
 
 
@@ -549,12 +621,14 @@ def evaluate(model, evals, rt, **depth):
     return loss / n, right / count
 
 
-def save_checkpoint(out_dir, model, optimizer, args, progress, **extra):
+def save_checkpoint(run, **extra):
     """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt. Written atomically: a
     temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so a
     write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
-    state = dict(config=asdict(model.cfg), model=model.state_dict(), optimizer=optimizer.state_dict(),
-                 args=vars(args), run=copy.deepcopy(asdict(progress)), torch_rng=torch.get_rng_state(), **extra)
+    state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
+                 args=vars(run.args), run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(),
+                 meta=run.corpus[0], **extra)
+    out_dir = run.args.out_dir
     path = os.path.join(out_dir, 'ckpt.pt')
     with open(path + '.tmp', 'wb') as f:
         torch.save(state, f)
@@ -565,56 +639,58 @@ def save_checkpoint(out_dir, model, optimizer, args, progress, **extra):
     os.replace(path + '.tmp', path)
 
 
-def grow_at_boundary(model, optimizer, stages, i, depth_op, args, rt, progress, log, probe):
-    """The growth into stage i: the finished stage's depth summary, the growth itself, its record and line."""
-    stage_summary(log, rt, progress, len(stages))
-    old = stages[progress.stage_index]
-    model, optimizer, record = grow(model, optimizer, old, stages[i], depth_op, args, rt, probe)
-    log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops, time=progress.train_time,
-              graphs=compiled_graphs(args), **record)
-    changes = ', '.join(f"{k} {record['old_' + k]} -> {record['new_' + k]}"
-                        for k in GROWN.values()
+def grow_at_boundary(run, i):
+    """The growth into stage i: the finished stage's depth summary, the growth with the loss and gradient norm on
+    a fixed batch just before and after (stacking raises both more than interpolation: Apollo, Table 2), its
+    record and line. Its time is not training time. Returns the new (model, optimizer), also set on the run."""
+    args, rt, progress, probe = run.args, run.rt, run.progress, run.evals[0]
+    progress.train_time += run.watch.lap()
+    stage_summary(run)
+    old, new = run.stages[progress.stage_index], run.stages[i]
+    loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
+    run.model, run.optimizer, src = grow(run.model, run.optimizer, new, run.depth_op, args)
+    if args.compile:
+        compile_blocks(run.model, new, probe, rt)
+    loss_after, grad_after = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
+    record = dict(op=run.depth_op, src=src, loss_before=loss_before, loss_after=loss_after,
+                  grad_norm_before=grad_before, grad_norm_after=grad_after)
+    for key, name in GROWN.items():
+        record['old_' + name], record['new_' + name] = old[key], new[key]
+    run.log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops, time=progress.train_time,
+                  graphs=compiled_graphs(args), **record)
+    changes = ', '.join(f"{k} {record['old_' + k]} -> {record['new_' + k]}" for k in GROWN.values()
                         if record['old_' + k] != record['new_' + k])
-    rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(stages)}, {changes} | loss {record['loss_before']:.4f} "
-           f"-> {record['loss_after']:.4f} | grad norm {record['grad_norm_before']:.3f} -> "
-           f"{record['grad_norm_after']:.3f}")
+    rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {changes} | loss {loss_before:.4f} -> "
+           f"{loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
     progress.stage_index = i
-    return model, optimizer
+    run.watch.restart()
+    return run.model, run.optimizer
 
 
-def grow(model, optimizer, old, new, op, args, rt, probe):
-    """Grow the model from stage `old` to stage `new`: deeper (`deepen`), then wider (`widen`); carry the
-    optimizer. The AdamW moments follow the weights through the same maps (--opt_state copy: the block index
-    map, then the width tiling with exp_avg / n and exp_avg_sq / n^2; the step count kept), start afresh
+def grow(model, optimizer, stage, op, args):
+    """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider (`widen`);
+    carry the optimizer. The AdamW moments follow the weights through the same maps (--opt_state copy: the block
+    index map, then the width tiling with exp_avg / n and exp_avg_sq / n^2; the step count kept), start afresh
     (reset), or stay with their block index (slots: what Apollo's official code does, copying weights inside
     one model under one optimizer; a new index starts with no moments and step 0). Returns (new model, new
-    optimizer, growth record). The record holds the loss and gradient norm on a fixed batch just before and
-    after: stacking raises both more than interpolation (Apollo, Table 2)."""
-    loss_before, grad_before = loss_and_grad_norm(model, probe, rt, **evaluation_depth(args, model.cfg))
+    optimizer, src: the old block of each new block, None when depth did not grow)."""
     moments = {}  # parameter name -> its AdamW state, carried through the same maps as the weights
     if args.opt_state in ('copy', 'slots'):
         moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
     grown, src = model, None
-    if new['n_blocks'] > len(model.blocks):
-        grown, src = deepen(grown, new['n_blocks'], op, args.depth_noise or 0.0)
+    if stage['n_blocks'] > len(model.blocks):
+        grown, src = deepen(grown, stage['n_blocks'], op, args.depth_noise or 0.0)
         if args.opt_state == 'copy':  # (slots: block i keeps the moments of the old block i; new indices none)
             moments = {n: moments[from_] for n, from_ in depth_names(grown, src).items() if from_ in moments}
-    if (new['n_embd'], new['d_ff']) != (grown.cfg.n_embd, grown.cfg.d_ff):
-        grown, tiles = widen(grown, new['n_embd'], new['d_ff'])
+    if (stage['n_embd'], stage['d_ff']) != (grown.cfg.n_embd, grown.cfg.d_ff):
+        grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
         moments = {n: dict(s, exp_avg=tile(s['exp_avg'], tiles[n]), exp_avg_sq=tile(s['exp_avg_sq'], tiles[n], 2))
                    for n, s in moments.items()}
-    new_optimizer = make_optimizer(grown, args, rt.device)
+    new_optimizer = make_optimizer(grown, args, next(grown.parameters()).device.type)
     for n, p in grown.named_parameters():
         if n in moments:
             new_optimizer.state[p] = {k: v.clone() for k, v in moments[n].items()}
-    if args.compile:
-        compile_blocks(grown, new, probe, rt)
-    loss_after, grad_after = loss_and_grad_norm(grown, probe, rt, **evaluation_depth(args, grown.cfg))
-    record = dict(op=op, src=src, loss_before=loss_before, loss_after=loss_after, grad_norm_before=grad_before,
-                  grad_norm_after=grad_after)
-    for key, name in GROWN.items():
-        record['old_' + name], record['new_' + name] = old[key], new[key]
-    return grown, new_optimizer, record
+    return grown, new_optimizer, src
 
 
 def depth_names(new, src):
@@ -640,50 +716,37 @@ def loss_and_grad_norm(model, batch, rt, **depth):
     return loss.item(), norm.item()
 
 
-def draw_depths(k, L, stage, sampling, layer_map, sampler, args):
+def draw_depths(run, stage):
     """The depth each micro-batch of a step runs, and the layer map that runs it. Apollo draws one depth per step
     (every micro-batch and process run it), or one per micro-batch with --sample_per micro (the official code's
     granularity); RaPTr draws one random path of the stage's length per step (`random_path`); the others run
     their k blocks."""
+    k, (sampling, layer_map) = len(run.model.blocks), depth_sampling(run.args)
     if stage['path']:
-        path = random_path(k, stage['path'], sampler)
+        path = random_path(k, stage['path'], run.sampler)
         return [len(path)], path
     if not sampling:
         return [k], layer_map
-    draws = args.grad_accum if args.sample_per == 'micro' else 1
-    return [sample_depth(k, L, sampling, sampler) for _ in range(draws)], layer_map
+    draws = run.args.grad_accum if run.args.sample_per == 'micro' else 1
+    return [sample_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
 
 
-def train_step(net, optimizer, batches, stage, lr, depths, layer_map, args, rt):
-    """One optimizer step: grad_accum micro-batches of the stage's shape at the executed `depths`. A step whose
-    loss or gradient norm is not finite is not applied. Returns the mean loss (a tensor), the step's FLOPs (all
-    processes), and whether the update was applied."""
-    model = net.module if rt.ddp else net
-    scale = shared_lr_scales(len(model.blocks), depths, layer_map, args.shared_lr)
-    for group in optimizer.param_groups:
-        group['lr'] = lr * scale.get(group.get('block'), 1.0)
-    loss_sum, flops = torch.zeros((), device=rt.device), 0
-    for micro in range(args.grad_accum):
-        depth = depths[micro % len(depths)]
-        x, y = batches.next(stage['batch'], stage['seq'])
-        flops += micro_batch_flops(model.cfg, depth, stage, y)
-        if rt.device == 'cuda':  # pinned host memory: the copy overlaps the previous step's kernels
-            x, y = x.pin_memory(), y.pin_memory()
-        x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-        # DDP: gradients are averaged across ranks once per step, on the last micro-batch only
-        with net.no_sync() if rt.ddp and micro < args.grad_accum - 1 else nullcontext(), rt.autocast():
-            _, loss = net(x, y, depth=depth, layer_map=layer_map, pool=stage['pool'])
-        (loss / args.grad_accum).backward()
-        loss_sum += loss.detach()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip if args.grad_clip > 0 else math.inf)
-    finite = bool(torch.isfinite(loss_sum) & torch.isfinite(norm))  # (waits for the device: a NaN must not land)
-    if rt.ddp:  # every rank must count the same FLOPs (the clock decides when all of them grow) and skip alike
+def to_device(rt, x, y):
+    """A micro-batch on the run's device; on CUDA from pinned host memory, so the copy overlaps the kernels."""
+    if rt.device == 'cuda':
+        x, y = x.pin_memory(), y.pin_memory()
+    return x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+
+
+def agree(rt, loss_sum, norm, flops):
+    """(apply this step?, its FLOPs over all ranks): a step is applied only when its loss and gradient norm are
+    finite (the check waits for the device: a NaN must not land). Under DDP every rank skips alike and counts the
+    same FLOPs, since the clock decides when all of them grow."""
+    finite = bool(torch.isfinite(loss_sum) & torch.isfinite(norm))
+    if rt.ddp:
         bad, flops = all_sum(not finite, flops, device=rt.device)
         finite = bad == 0
-    if finite:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum / args.grad_accum, flops, finite
+    return finite, flops
 
 
 def micro_batch_flops(cfg, depth, stage, y):
@@ -696,14 +759,16 @@ def micro_batch_flops(cfg, depth, stage, y):
     return flops_per_step(cfg, depth, y.numel(), stage['seq'], int(masked.sum()), stage['pool'], queries)
 
 
-def log_train(log, rt, args, progress, window, stages, loss, lr, budget):
+def log_train(run, window, loss, lr):
     """The train record of log.jsonl and the log line; the rates are over the steps since the last line, and
     the ETA is the FLOPs still to spend at the FLOPs per second of the current shape."""
+    args, rt, progress, stages, budget = run.args, run.rt, run.progress, run.stages, run.budget
+    progress.train_time += run.watch.lap()
     seconds, position = progress.train_time - window.time, budget.position(progress)
     peak = peak_flops(rt.device)
     mfu = (progress.flops - window.flops) / rt.world / seconds / peak if peak else None  # per device
     depth = window.depths[-1]
-    rec = log.write(type='train', step=progress.step, loss=loss.item(), lr=lr, depth=depth, depths=window.depths,
+    rec = run.log.write(type='train', step=progress.step, loss=loss.item(), lr=lr, depth=depth, depths=window.depths,
                     stage=progress.stage_index + 1, seq=stages[progress.stage_index]['seq'], tokens=progress.tokens,
                     flops=progress.flops, time=progress.train_time,
                     tok_per_s=(progress.tokens - window.tokens) / seconds, mfu=mfu, graphs=compiled_graphs(args))
@@ -716,21 +781,23 @@ def log_train(log, rt, args, progress, window, stages, loss, lr, budget):
            f" | eta {duration(budget.to_go(position) * seconds / max(progress.flops - window.flops, 1e-9))}")
 
 
-def skipped_step(log, rt, args, progress, stages, loss, lr):
+def skipped_step(run, loss, lr):
     """A step that was not applied: a `skip` record and line; too many in a row stop the run (Diverged)."""
-    log.write(type='skip', step=progress.step, loss=loss.item(), lr=lr, stage=progress.stage_index + 1,
-              skips=progress.skips)
-    rt.say(f"step {progress.step}: loss {loss.item():.4g} or its gradient norm is not finite; the step was not "
-           f"applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
+    args, progress = run.args, run.progress
+    run.log.write(type='skip', step=progress.step, loss=loss.item(), lr=lr, stage=progress.stage_index + 1,
+                  skips=progress.skips)
+    run.rt.say(f"step {progress.step}: loss {loss.item():.4g} or its gradient norm is not finite; the step was not "
+               f"applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
     if progress.skips >= args.max_skips:
         raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last at step "
-                       f"{progress.step}" + stuck_at(args, progress, stages, lr))
+                       f"{progress.step}" + stuck_at(run, lr))
 
 
-def stuck_at(args, progress, stages=None, lr=None):
+def stuck_at(run, lr=None):
     """Where a run diverged and what to try: the tail of the Diverged line."""
-    where = f" (stage {progress.stage_index + 1}/{len(stages)}, lr {lr:.2e})" if stages else ""
-    return (f"{where}; the last good checkpoint stays in {args.out_dir}/ckpt.pt. Try a lower --lr (allowed "
+    progress = run.progress
+    where = f" (stage {progress.stage_index + 1}/{len(run.stages)}, lr {lr:.2e})" if lr is not None else ""
+    return (f"{where}; the last good checkpoint stays in {run.args.out_dir}/ckpt.pt. Try a lower --lr (allowed "
             f"with --resume), --rewarmup N after growth, or --opt_state reset")
 
 
@@ -741,16 +808,17 @@ def all_sum(*values, device):
     return t.tolist()
 
 
-def stage_summary(log, rt, progress, n_stages):
+def stage_summary(run):
     """One record per finished stage: how often each depth ran and the mean executed depth."""
+    progress = run.progress
     hist = {int(d): n for d, n in sorted(progress.depths.items(), key=lambda kv: int(kv[0]))}
     steps = sum(hist.values())
     if steps:
         mean = sum(d * n for d, n in hist.items()) / steps
-        log.write(type='stage', step=progress.step, stage=progress.stage_index + 1, steps=steps, depth_hist=hist,
-                  mean_depth=mean)
-        rt.say(f"stage {progress.stage_index + 1}/{n_stages} done at step {progress.step}: mean depth {mean:.2f} "
-               f"over {steps} steps, histogram {' '.join(f'{d}:{n}' for d, n in hist.items())}")
+        run.log.write(type='stage', step=progress.step, stage=progress.stage_index + 1, steps=steps,
+                      depth_hist=hist, mean_depth=mean)
+        run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean depth "
+                   f"{mean:.2f} over {steps} steps, histogram {' '.join(f'{d}:{n}' for d, n in hist.items())}")
     progress.depths = {}
 
 

@@ -553,9 +553,9 @@ def test_optimizer_moments_follow_the_map(opt_state):
         model(x, x)[1].backward()
         opt.step()
         opt.zero_grad()
-    old, stage = (dict(n_blocks=k, n_embd=32, d_ff=64, seq=16, pool=1, path=None) for k in (3, 6))
-    new, new_opt, event = grow.grow(model, opt, old, stage, 'stack', args, CPU, (x, x))
-    assert event['src'] == [0, 1, 2, 0, 1, 2] and event['old_blocks'] == 3 and event['new_blocks'] == 6
+    stage = dict(n_blocks=6, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
+    new, new_opt, src = grow.grow(model, opt, stage, 'stack', args)
+    assert src == [0, 1, 2, 0, 1, 2] and len(model.blocks) == 3 and len(new.blocks) == 6
     old_names = dict(model.named_parameters())
     for name, p in new.named_parameters():
         block = int(name.split('.')[1]) if name.startswith('blocks.') else None
@@ -568,6 +568,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
         for key in ('exp_avg', 'exp_avg_sq', 'step'):
             assert torch.equal(new_opt.state[p][key], old[key])
             assert new_opt.state[p][key].data_ptr() != old[key].data_ptr()
+    grow.loss_and_grad_norm(new, (x, x), CPU)  # the growth's probe (before and after it)
     assert all(p.grad is None for p in new.parameters())  # the probe leaves no gradient behind
 
 
@@ -579,10 +580,9 @@ def test_width_moments_follow_the_tiling():
     x = torch.randint(0, 256, (2, 16))
     model(x, x)[1].backward()
     opt.step()
-    old = dict(n_blocks=2, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
     stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1, path=None)  # depth x2 (stack), hidden x2, FFN x4
-    new, new_opt, event = grow.grow(model, opt, old, stage, 'stack', args, CPU, (x, x))
-    assert (event['old_d_ff'], event['new_d_ff'], event['old_n_embd'], event['new_n_embd']) == (64, 256, 32, 64)
+    new, new_opt, _ = grow.grow(model, opt, stage, 'stack', args)
+    assert (model.cfg.d_ff, new.cfg.d_ff, model.cfg.n_embd, new.cfg.n_embd) == (64, 256, 32, 64)
     st = lambda o, p: o.state[p]  # noqa: E731
     old_fc2 = st(opt, model.blocks[1].mlp.c_proj.weight)   # (32, 64): new block 3 <- old block 1
     new_fc2 = st(new_opt, new.blocks[3].mlp.c_proj.weight)  # (64, 256): output side x2, input side x4 and x2
