@@ -26,7 +26,7 @@ import torch
 
 import grow
 from data import InputError
-from flags import GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule, to_argv
+from flags import BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule, to_argv
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (1..10); 1.96 beyond 30
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -47,7 +47,7 @@ def read_runs(out_dir, methods=None):
     """{method: {seed: run}}: out_dir/<method>/seed<S>/log.jsonl, or out_dir/<method>/log.jsonl (one run,
     seed None: comparisons written before --seeds). Scratch comes first; every method needs scratch's seeds."""
     found = {}
-    for m in methods or sorted(os.listdir(out_dir), key=lambda m: (m != 'scratch', m)):
+    for m in methods or sorted(os.listdir(out_dir), key=lambda m: (m != BASELINE, m)):
         folder = os.path.join(out_dir, m)
         if os.path.isfile(os.path.join(folder, 'log.jsonl')):
             found[m] = {None: read_run(folder)}
@@ -56,11 +56,11 @@ def read_runs(out_dir, methods=None):
                            and os.path.isfile(os.path.join(folder, d, 'log.jsonl')))
             if seeds:
                 found[m] = {s: read_run(os.path.join(folder, f'seed{s}')) for s in seeds}
-    if 'scratch' not in found:
+    if BASELINE not in found:
         raise ValueError(f"{out_dir} holds no scratch run: it defines the target loss L*")
     for m, runs in found.items():
-        if set(runs) != set(found['scratch']):
-            raise ValueError(f"{m} has seeds {fmt_seeds(runs)} but scratch has {fmt_seeds(found['scratch'])}: "
+        if set(runs) != set(found[BASELINE]):
+            raise ValueError(f"{m} has seeds {fmt_seeds(runs)} but scratch has {fmt_seeds(found[BASELINE])}: "
                              f"every method needs the same seeds (each is paired with scratch's)")
     return found
 
@@ -144,7 +144,7 @@ def summarize(method, rows):
     diff, half, verdict = paired_interval([r['diff_to_scratch'] for r in rows])
     reached = [r for r in rows if r['flops_saved'] is not None]
     out = dict(method=method, seeds=n, final_val_loss=final, final_val_loss_sd=final_sd, diff_to_scratch=diff,
-               diff_ci95=half, verdict=verdict if method != 'scratch' else '-', reached=len(reached))
+               diff_ci95=half, verdict=verdict if method != BASELINE else '-', reached=len(reached))
     for key in ('flops_saved', 'time_saved', 'mean_depth', 'flops_total'):
         out[key], out[key + '_sd'] = mean_sd([r[key] for r in (reached if key.endswith('saved') else rows)])
     for q in QUARTERS:
@@ -156,7 +156,7 @@ def summarize(method, rows):
 def report(out_dir, methods=None):
     """(summary rows, per-seed rows, runs) of the comparison in out_dir; `scratch` defines each seed's L*."""
     runs = read_runs(out_dir, methods)
-    per_seed = [against_scratch(m, s, run, runs['scratch'][s]) for m in runs for s, run in runs[m].items()]
+    per_seed = [against_scratch(m, s, run, runs[BASELINE][s]) for m in runs for s, run in runs[m].items()]
     summary = [summarize(m, [r for r in per_seed if r['method'] == m]) for m in runs]
     return summary, per_seed, runs
 
@@ -180,13 +180,13 @@ def write(summary, per_seed, out_dir, jobs=None):
 
 
 def table(summary, per_seed, jobs):
-    targets = [r['target_loss'] for r in per_seed if r['method'] == 'scratch']
+    targets = [r['target_loss'] for r in per_seed if r['method'] == BASELINE]
     lines = ["target L* = scratch's final validation loss of the same seed: " +
              ', '.join(f"{t:.4f}" for t in targets) + (f" (sd {mean_sd(targets)[1]:.4f})" if len(targets) > 1 else ""),
              f"{'method':<12} {'final loss':>17} {'vs scratch (95% CI)':>19} {'verdict':>12} {'reached':>8} "
              f"{'FLOPs saved':>14} {'time saved':>14} {'depth':>6} " + ' '.join(f"{f'loss@{q}%':>9}" for q in QUARTERS)]
     for r in summary:
-        vs = '-' if r['method'] == 'scratch' else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
+        vs = '-' if r['method'] == BASELINE else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
         lines.append(f"{r['method']:<12} {pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f'):>17} {vs:>19} "
                      f"{r['verdict']:>12} {r['reached']:>5}/{r['seeds']:<2} "
                      f"{pm(r['flops_saved'], r['flops_saved_sd'], '.1%'):>14} "
@@ -204,7 +204,7 @@ def markdown(summary):
             'time saved', 'mean depth', 'loss at 25 / 50 / 75% of scratch\'s FLOPs']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in summary:
-        vs = '-' if r['method'] == 'scratch' else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
+        vs = '-' if r['method'] == BASELINE else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
         quarters = ' / '.join(pm(r[f'loss_at_{q}pct'], None, '.3f') for q in QUARTERS[:3])
         cells = [r['method'], pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f'), vs, r['verdict'],
                  f"{r['reached']}/{r['seeds']}", pm(r['flops_saved'], r['flops_saved_sd'], '.1%'),
@@ -229,7 +229,7 @@ def plot(runs, out_dir):
         return None
     paths = []
     # the first evaluations (loss ~ ln V) would squash the part that matters: start at scratch's 10% mark
-    scratch = list(runs['scratch'].values())
+    scratch = list(runs[BASELINE].values())
     top = max(loss_at(*curve(r, 'flops'), 0.1 * r['evals'][-1]['flops']) for r in scratch)
     bottom = min(e['val_loss'] for seeds in runs.values() for r in seeds.values() for e in r['evals'])
     for key, label in (('flops', 'training FLOPs'), ('time', 'wall time (s)')):
@@ -237,7 +237,7 @@ def plot(runs, out_dir):
         for m, seeds in runs.items():
             xs, mean, low, high = band([curve(r, key) for r in seeds.values()])
             line, = ax.plot(xs, mean, label=f"{m} ({len(seeds)} seed{'s' * (len(seeds) > 1)})", lw=1.6,
-                            ls='--' if m == 'scratch' else '-')
+                            ls='--' if m == BASELINE else '-')
             if len(seeds) > 1:
                 ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, lw=0)
             first = next(iter(seeds.values()))
@@ -289,7 +289,7 @@ def tokens_per_param(out_dir):
     the papers' growth runs train for hundreds or thousands)."""
     import torch  # lazily: the rest of this file needs only the logs
     from model import Config, Transformer, num_params
-    folder = os.path.join(out_dir, 'scratch')
+    folder = os.path.join(out_dir, BASELINE)
     seeds = sorted(d for d in os.listdir(folder) if d.startswith('seed')) if os.path.isdir(folder) else []
     folder = os.path.join(folder, seeds[0]) if seeds else folder
     cfg = torch.load(os.path.join(folder, 'ckpt.pt'), map_location='cpu', weights_only=False)['config']
@@ -300,7 +300,7 @@ def tokens_per_param(out_dir):
 
 def sweep_methods(sweep):
     """The growth methods of a sweep, in the order of their first appearance."""
-    return list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != 'scratch'))
+    return list(dict.fromkeys(r['method'] for _, rows in sweep for r in rows if r['method'] != BASELINE))
 
 
 def sweep_table(sweep):
@@ -385,7 +385,7 @@ def comparison_runs(args):
     """The runs of a comparison, seed by seed (a partial comparison is already paired), every flag checked
     before anything trains. A folder that holds a run with other flags is refused; one with the same is resumed."""
     methods = args.compare.split(',')
-    if any(m not in METHODS for m in methods) or 'scratch' not in methods or len(set(methods)) < len(methods):
+    if any(m not in METHODS for m in methods) or BASELINE not in methods or len(set(methods)) < len(methods):
         raise InputError(f"--compare {args.compare}: give distinct methods among {', '.join(METHODS)}, "
                          f"scratch included (its final loss is the target), or an existing folder")
     if args.resume or args.stop_at:
@@ -393,15 +393,16 @@ def comparison_runs(args):
                          "single runs")
     defaults, runs = get_parser(), []
     for seed in range(args.seed, args.seed + args.seeds):
-        for m in ['scratch'] + [m for m in methods if m != 'scratch']:
+        for m in [BASELINE] + [m for m in methods if m != BASELINE]:
             sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
                                         'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
-            if m == 'scratch':  # flags that shape growth do not apply to the baseline, and its run is the
+            if m == BASELINE:  # flags that shape growth do not apply to the baseline, and its run is the
                 for k in GROWTH_FLAGS:  # same under both budgets (so one scratch run serves both protocols)
                     setattr(sub, k, None)
                 sub.budget = 'steps'
-            if m != 'apollo':
-                sub.sampling = sub.layer_map = None
+            for draws, names in DRAW_FLAGS.items():  # (what another method draws per step does not apply)
+                for k in names if METHODS[m].draws != draws else ():
+                    setattr(sub, k, None)
             schedule(sub, model_config(sub, grow.load_data(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
                 saved = grow.read_checkpoint(sub.out_dir)[0]['args']

@@ -7,43 +7,16 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass, field
+from typing import Callable
 
 import data
 from data import InputError
 from model import SIZES, config_for
 
-# Each method: its default depth schedule for a target of L layers (weight blocks per stage), the fractions of
-# the budget where each next stage starts, how blocks are copied at a growth (`deepen` in model.py), the
-# dimensions grown besides depth, and (Apollo only) how the depth executed at each step is sampled
-# (Apollo, Table 1). Scratch trains the target from the first step: it has no growth to describe.
-METHODS = {
-    'apollo':      dict(stages=lambda L: [1, L // 4, L // 2, L], stage_at=[0.05, 0.1, 0.25],
-                        depth_op='interpolate', sampling='lvps', dims=[]),
-    'scratch':     dict(stages=lambda L: [L], stage_at=[], depth_op=None, sampling=None, dims=[]),
-    'stack':       dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='stack',
-                        sampling=None, dims=[]),
-    'interpolate': dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.125, 0.3], depth_op='interpolate',
-                        sampling=None, dims=[]),
-    'compound':    dict(stages=lambda L: [L // 4, L // 2, L], stage_at=[0.1, 0.3], depth_op='stack',
-                        sampling=None, dims=['width', 'length']),
-    'gstack':      dict(stages=lambda L: [L // 4, L], stage_at=[0.25], depth_op='stack', sampling=None, dims=[]),
-    'midas':       dict(stages=lambda L: midas_stages(L), stage_at=lambda S: prop1(S), depth_op='middle',
-                        sampling=None, dims=[]),
-    # RaPTr owns all L blocks from the start; its stages are path lengths (layers run per step), not blocks
-    'raptr':       dict(stages=lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
-                        stage_at=lambda S: [round(i / S, 4) for i in range(1, S)], depth_op=None, sampling=None,
-                        dims=[]),
-}
-# G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4 times
-# (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and compute; we
-# grow at a fraction of the budget like every other method. MIDAS: gradual middle stacking by blocks of b = L/6
-# layers (6 stages; `midas_stages`), each stage's length proportional to its index (PROP-1), so the full model
-# trains the last 2/7.
-# RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
-# the paper), in stages of equal length.
-
 
 def midas_stages(L):
+    """MIDAS's weight blocks per stage: blocks of b = L/6 layers added one at a time (2, 4, ..., 12 for L = 12)."""
     b = max(1, L // 6)
     return list(range(b, L, b)) + [L]
 
@@ -54,6 +27,58 @@ def prop1(n_stages):
     return [round(sum(range(1, i + 1)) / total, 4) for i in range(1, n_stages)]
 
 
+@dataclass(frozen=True)
+class Method:
+    """One method: everything the loop, the budget, --compare and the export ask of it. Adding a method is one
+    entry in METHODS (and a depth operator in `deepen` of model.py if it copies blocks a new way)."""
+    paper: str                # where it comes from
+    stages: Callable          # L -> weight blocks per stage (draws 'path': path lengths; it owns all L blocks)
+    stage_at: object = ()     # fractions of the budget where stages 2.. start, or a rule: n_stages -> fractions
+    depth_op: str = None      # how depth grows at a boundary (`deepen`); None: the model never deepens
+    draws: str = None         # what each step draws with the run's sampler: 'depth' (Apollo), 'path' (RaPTr)
+    dims: tuple = ()          # dimensions grown besides depth (--grow's default)
+    defaults: dict = field(default_factory=dict)  # its defaults of its own flags (DRAW_FLAGS)
+    check: Callable = None    # its own validation of (args, stages): raises InputError
+
+    @property
+    def grows(self):  # the baseline trains the target from the first step: no stage, no growth flag applies
+        return len(self.stages(12)) > 1
+
+
+def check_paths(args, n_blocks):
+    """RaPTr's own rules: its stages are path lengths, and it owns every block from the start."""
+    if n_blocks[0] < 2 or args.depth_op or args.depth_noise is not None:
+        raise InputError(f"--method {args.method}: --stages {fmt(n_blocks)} are path lengths, each keeping the "
+                         f"first and last layer (at least 2); it owns all blocks from the start, so --depth_op "
+                         f"and --depth_noise do not apply")
+
+
+BASELINE = 'scratch'  # the method every comparison measures against
+METHODS = {
+    'apollo': Method('Apollo, Pan et al. AAAI 2024 (Eqs. 7-12)', lambda L: [1, L // 4, L // 2, L],
+                     [0.05, 0.1, 0.25], 'interpolate', draws='depth', defaults=dict(sampling='lvps')),
+    'scratch': Method('the target trained from random initialisation: the baseline', lambda L: [L]),
+    'stack': Method('StackBERT, Gong et al. 2019', lambda L: [L // 4, L // 2, L], [0.125, 0.3], 'stack'),
+    'interpolate': Method('Apollo, Pan et al. AAAI 2024, Eq. 12', lambda L: [L // 4, L // 2, L], [0.125, 0.3],
+                          'interpolate'),
+    'compound': Method('CompoundGrow, Gu et al. NAACL 2021', lambda L: [L // 4, L // 2, L], [0.1, 0.3], 'stack',
+                       dims=('width', 'length')),
+    # G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4
+    # times (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and
+    # compute; we grow at a fraction of the budget like every other method.
+    'gstack': Method('G_stack, Du et al. NeurIPS 2024', lambda L: [L // 4, L], [0.25], 'stack'),
+    # MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages; `midas_stages`), each stage's length
+    # proportional to its index (PROP-1), so the full model trains the last 2/7.
+    'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', lambda L: midas_stages(L), prop1, 'middle'),
+    # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
+    # the paper), in stages of equal length; it owns all L blocks from the start
+    'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
+                    lambda S: [round(i / S, 4) for i in range(1, S)], draws='path', check=check_paths),
+}
+# the flags of what a method draws per step: refused for the other methods, dropped for them in --compare
+DRAW_FLAGS = {'depth': ('sampling', 'layer_map', 'sample_per', 'shared_lr')}
+
+
 # --grow's dimensions, each with the flag of its per-stage fractions and the target size it scales
 DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'), 'length': ('seq_stages', 'block_size')}
 DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
@@ -61,7 +86,7 @@ DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
 # (--lr too: after a divergence, lower it and resume from the last good checkpoint; README says so)
 RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
              'export_hf', 'force', 'sample', 'prompt', 'lr', 'max_skips'}
-# flags that shape growth: meaningless for scratch (refused there, dropped for it in --compare)
+# flags that shape growth: meaningless for the baseline (refused there, dropped for it in --compare)
 GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages', 'length_op',
                 'depth_noise')
 
@@ -274,9 +299,10 @@ def schedule(args, cfg):
     operator of its growths."""
     n_blocks, starts, op = depth_schedule(args, cfg)
     fractions = dim_fractions(args, cfg, n_blocks)
-    paths = n_blocks if args.method == 'raptr' else [None] * len(n_blocks)  # RaPTr: layers run per step
-    if args.method == 'raptr':
-        n_blocks = [cfg.n_layer] * len(n_blocks)
+    if METHODS[args.method].draws == 'path':  # RaPTr: the stages are the layers run per step, of all L blocks
+        paths, n_blocks = n_blocks, [cfg.n_layer] * len(n_blocks)
+    else:
+        paths = [None] * len(n_blocks)
     pooled = args.length_op == 'pool'
     if pooled and min(fractions['seq_stages']) == 1:
         raise InputError("--length_op pool shortens the stages that --seq_stages (or --grow length) makes short, "
@@ -299,23 +325,22 @@ def schedule(args, cfg):
 def depth_schedule(args, cfg):
     """Weight blocks per stage, the step where each stage starts, and the depth operator; all checked."""
     m, L = METHODS[args.method], cfg.n_layer
-    if args.method != 'apollo' and (args.sampling or args.layer_map or args.sample_per or args.shared_lr):
-        raise InputError(f"--sampling, --layer_map, --sample_per and --shared_lr belong to --method apollo, "
-                         f"not {args.method}")
-    if args.method == 'scratch' and any(getattr(args, k) is not None for k in GROWTH_FLAGS):
-        raise InputError(f"--method scratch trains the target from the first step; "
+    for draws, names in DRAW_FLAGS.items():
+        if m.draws != draws and any(getattr(args, k) for k in names):
+            owners = ', '.join(k for k, other in METHODS.items() if other.draws == draws)
+            raise InputError(f"{', '.join('--' + k for k in names)} belong to --method {owners}, not {args.method}")
+    if not m.grows and any(getattr(args, k) is not None for k in GROWTH_FLAGS):
+        raise InputError(f"--method {args.method} trains the target from the first step; "
                          f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
-    n_blocks = args.stages if args.stages is not None else m['stages'](L)
-    stage_at = args.stage_at if args.stage_at is not None else m['stage_at']
+    n_blocks = args.stages if args.stages is not None else m.stages(L)
+    stage_at = args.stage_at if args.stage_at is not None else m.stage_at
     if callable(stage_at):  # a rule for any number of stages (midas, raptr)
         stage_at = stage_at(len(n_blocks))
-    op = args.depth_op or m['depth_op']
+    op = args.depth_op or m.depth_op
     if any(b <= a for a, b in zip(n_blocks, n_blocks[1:])) or n_blocks[0] < 1:
         raise InputError(f"--stages {fmt(n_blocks)} must be positive and strictly increasing")
-    if args.method == 'raptr' and (n_blocks[0] < 2 or args.depth_op or args.depth_noise is not None):
-        raise InputError(f"--method raptr: --stages {fmt(n_blocks)} are path lengths, each keeping the first and "
-                         f"last layer (at least 2); it owns all blocks from the start, so --depth_op and "
-                         f"--depth_noise do not apply")
+    if m.check:
+        m.check(args, n_blocks)
     if n_blocks[-1] != L:
         raise InputError(f"--stages {fmt(n_blocks)} must end with n_layer = {L}")
     if len(stage_at) != len(n_blocks) - 1:
@@ -340,7 +365,7 @@ def dim_fractions(args, cfg, n_blocks):
     """Per stage, the fraction of the target's d_ff, n_embd and sequence length it trains, checked: each flag
     given, or our ramp (..., 1/4, 1/4, 1/2, 1) for a dimension that --grow (or the method) switches on."""
     S = len(n_blocks)
-    dims = args.grow if args.grow is not None else METHODS[args.method]['dims']
+    dims = args.grow if args.grow is not None else METHODS[args.method].dims
     ramp = [max(0.25, 2.0 ** (i - S + 1)) for i in range(S)]
     fractions = {}
     for dim, (flag, key) in DIMS.items():
@@ -358,9 +383,9 @@ def dim_fractions(args, cfg, n_blocks):
         if any(v != int(v) for v in sizes) or any(int(b) % int(a) for a, b in zip(sizes, sizes[1:])):
             raise InputError(f"--{flag} {fmt(fr)} of {size} gives sizes {fmt(sizes)}: each must be a whole number "
                              f"that divides the next (growth tiles by whole factors)")
-    if args.method == 'raptr' and min(fractions['ffn_stages'] + fractions['embd_stages']) < 1:
-        raise InputError("--method raptr trains paths through the full model from the first step: it does not grow "
-                         "width or embd (--grow length, shorter sequences early, does apply)")
+    if METHODS[args.method].draws == 'path' and min(fractions['ffn_stages'] + fractions['embd_stages']) < 1:
+        raise InputError(f"--method {args.method} trains paths through the full model from the first step: it does "
+                         f"not grow width or embd (--grow length, shorter sequences early, does apply)")
     if any((f * cfg.n_head) != int(f * cfg.n_head) for f in fractions['embd_stages']):
         raise InputError(f"--embd_stages {fmt(fractions['embd_stages'])} of --n_head {cfg.n_head}: the head count "
                          f"must scale to whole numbers too (head_dim stays fixed)")
@@ -369,7 +394,7 @@ def dim_fractions(args, cfg, n_blocks):
 
 def depth_sampling(args):
     """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods."""
-    return args.sampling or METHODS[args.method]['sampling'], args.layer_map or 'interpolate'
+    return args.sampling or METHODS[args.method].defaults.get('sampling'), args.layer_map or 'interpolate'
 
 
 def evaluation_depth(args, cfg):

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 from data import InputError
 import flags
-from flags import (DEFAULT_DATA, depth_sampling, evaluation_depth, lr_at, model_config, schedule,
+from flags import (BASELINE, DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, model_config, schedule,
                    stage_of)
 from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, random_path, sample_depth,
                    tile, widen)
@@ -234,9 +234,10 @@ class Budget:
         share = progress.flops / (self.steps * self.scratch_step)
         spent = f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of what " \
                 f"scratch spends in {self.steps} steps"
-        if args.method == 'scratch':
+        if not METHODS[args.method].grows:
             return spent
-        return f"{spent}; `python grow.py --compare scratch,{args.method} ...` shows whether it reached scratch's loss"
+        return (f"{spent}; `python grow.py --compare {BASELINE},{args.method} ...` shows whether it reached "
+                f"scratch's loss")
 
 
 @dataclass
@@ -412,7 +413,8 @@ def start_runtime(args):
     rt = Runtime(device, dtype)
     if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
-        rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(), unused=args.method == 'raptr')
+        rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(),
+                     unused=METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers get no gradient)
         if device == 'cuda':
             torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
     if device == 'cuda':  # TF32 for the float32 matmuls that autocast leaves

@@ -883,6 +883,33 @@ def test_grow_switches_dimensions():
                                                                    (4, 32, 4, 128, 32, 32)]
 
 
+def test_a_new_method_is_one_entry(corpus, tmp_path, monkeypatch):
+    """A method added to flags.METHODS, and nowhere else, trains, grows where its entry says, is compared with
+    scratch and keeps its own validation: the loop, the budget and --compare ask the entry, not the name."""
+    def at_least_two(args, n_blocks):
+        if n_blocks[0] < 2:
+            raise flags.InputError(f"--stages {flags.fmt(n_blocks)}: this method starts from 2 blocks")
+    late = flags.Method('a test of the method table', lambda L: [L // 2, L], [0.75], 'interpolate',
+                        check=at_least_two)
+    monkeypatch.setitem(flags.METHODS, 'late', late)
+    rows = run(corpus, tmp_path / 'cmp', '--compare', 'scratch,late', '--n_layer', 4, '--max_steps', 12,
+               '--eval_interval', 6)
+    assert [r['method'] for r in rows] == ['scratch', 'late']
+    growth, = records(tmp_path / 'cmp' / 'late' / 'seed1337', 'growth')
+    assert (growth['step'], growth['src'], growth['op']) == (9, [0, 0, 1, 1], 'interpolate')
+    assert 0.5 < rows[1]['flops_total'] / rows[0]['flops_total'] < 1  # 3/4 of the steps at half the depth
+    with pytest.raises(flags.InputError, match='starts from 2 blocks'):
+        flags.schedule(grow.parse_args(['--method', 'late', '--stages', '1,4']), small('gpt', n_layer=4))
+
+
+def test_no_method_name_is_compared_outside_the_table():
+    """The design rule behind the test above: grow.py, compare.py, sample.py and export.py name no method."""
+    for path in ('grow.py', 'compare.py', 'sample.py', 'export.py'):
+        source = open(os.path.join(os.path.dirname(__file__), path)).read()
+        named = [m for m in flags.METHODS if f"'{m}'" in source or f'"{m}"' in source]
+        assert named == [], (path, named)
+
+
 # ----------------------------------------------------------------------------- Apollo
 
 LVPS_TABLE = {  # P(d) for d = k..12 and E[d], L = 12: a 400k-draw Monte Carlo of the
