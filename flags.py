@@ -58,20 +58,25 @@ METHODS = {
     'apollo': Method('Apollo, Pan et al. AAAI 2024 (Eqs. 7-12)', lambda L: [1, L // 4, L // 2, L],
                      [0.05, 0.1, 0.25], 'interpolate', draws='depth', defaults=dict(sampling='lvps')),
     'scratch': Method('the target trained from random initialisation: the baseline', lambda L: [L]),
+    # StackBERT's stages last 50k, 70k and 280k of 400k updates: growths at 12.5% and 30%, which interpolate
+    # shares so that the two operators differ in nothing else
     'stack': Method('StackBERT, Gong et al. 2019', lambda L: [L // 4, L // 2, L], [0.125, 0.3], 'stack'),
     'interpolate': Method('Apollo, Pan et al. AAAI 2024, Eq. 12', lambda L: [L // 4, L // 2, L], [0.125, 0.3],
                           'interpolate'),
+    # CompoundGrow's operators (FFN tiling, embedding pooling); its schedule is not published in code, so ours
     'compound': Method('CompoundGrow, Gu et al. NAACL 2021', lambda L: [L // 4, L // 2, L], [0.1, 0.3], 'stack',
                        dims=('width', 'length')),
     # G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4
     # times (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and
     # compute; we grow at a fraction of the budget like every other method.
     'gstack': Method('G_stack, Du et al. NeurIPS 2024', lambda L: [L // 4, L], [0.25], 'stack'),
-    # MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages; `midas_stages`), each stage's length
-    # proportional to its index (PROP-1), so the full model trains the last 2/7.
+    # MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages; `midas_stages`, the block size is our
+    # choice), each stage's length proportional to its index (the paper's Prop-alpha with alpha = 1, as a public
+    # re-implementation quotes it), so the full model trains the last 2/7; the copied block is `middle_copy`.
     'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', lambda L: midas_stages(L), prop1, 'middle'),
     # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
-    # the paper), in stages of equal length; it owns all L blocks from the start
+    # the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
+    # `random_path`; whether the paper rescales outputs we could not check (no code was released).
     'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
                     lambda S: [round(i / S, 4) for i in range(1, S)], draws='path', check=check_paths),
 }
