@@ -250,7 +250,6 @@ class Transformer(nn.Module):
             x = self.ln_out(x)
         return self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
 
-
     def forward_pooled(self, x, targets, depth, layer_map, r):
         """A short stage by mean embedding pooling (CompoundGrow, Gu et al. 2021, its length operator for BERT; the
         layout of its official code, grow_bert): the embeddings of every r neighbouring positions are averaged,
