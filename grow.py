@@ -158,8 +158,7 @@ def finish(run, request, done):
         rt.say(run.budget.cost(progress, args))
         if args.sample_tokens > 0 and rt.master:
             import sample  # (sample.py reads checkpoints through this module)
-            meta, _, val_tokens = run.corpus
-            sample.show_sample(run.model, val_tokens, meta, rt.device, args, evaluation_depth(args, run.model.cfg))
+            sample.show_sample(run.model, run.corpus[0], args, run.corpus[2])
     if rt.ddp:
         leave_process_group()
     if not done:

@@ -33,25 +33,26 @@ def main(argv=None):
 def sample_checkpoint(args):
     """--resume --sample: what the checkpoint of out_dir learned, at the evaluation depth; trains nothing."""
     model, ckpt = grow.checkpoint_model(args)
-    device = grow.pick_device(args)
     val_tokens = None if args.prompt or model.cfg.kind == 'gpt' else grow.load_data(args.data)[2]
-    return show_sample(model.to(device), val_tokens, ckpt['meta'], device, args, evaluation_depth(args, model.cfg))
+    return show_sample(model.to(grow.pick_device(args)), ckpt['meta'], args, val_tokens)
 
 
 @torch.no_grad()
-def show_sample(model, val_tokens, meta, device, args, at, seed=0):
+def show_sample(model, meta, args, val_tokens=None):
     """GPT: continue --prompt (or start a file). BERT: fill the [MASK] markers of --prompt, or 15% masked
-    positions of a validation window. Prints and returns the text."""
-    enc = data.get_tokenizer(meta['tokenizer'])
+    positions of a validation window. At the evaluation depth (Apollo's shared blocks at L); always seed 0, so
+    a checkpoint shows the same text every time. Prints and returns the text."""
     model.eval()
-    text = (continue_text if model.cfg.kind == 'gpt' else fill_masks)(model, enc, meta, device, args, at, val_tokens,
-                                                                       torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(0)
+    text = continue_text(model, meta, args, g) if model.cfg.kind == 'gpt' else \
+        fill_masks(model, meta, args, val_tokens, g)
     model.train()
     print(text)
     return text
 
 
-def continue_text(model, enc, meta, device, args, at, val_tokens, g):
+def continue_text(model, meta, args, g):
+    enc, at, device = data.get_tokenizer(meta['tokenizer']), evaluation_depth(args, model.cfg), model.wte.weight.device
     idx = torch.tensor([[meta['eot_id']] + enc.encode_ordinary(args.prompt or '')], device=device)
     for _ in range(args.sample_tokens):
         logits = model(idx[:, -model.cfg.block_size:], **at)[0][:, -1].float().cpu()
@@ -67,7 +68,8 @@ def printable(text):
     return ''.join(c if c.isprintable() or c in '\n\t' else '\ufffd' for c in text)
 
 
-def fill_masks(model, enc, meta, device, args, at, val_tokens, g):
+def fill_masks(model, meta, args, val_tokens, g):
+    enc, at, device = data.get_tokenizer(meta['tokenizer']), evaluation_depth(args, model.cfg), model.wte.weight.device
     if args.prompt:  # the user's [MASK] markers, one token each
         pieces = args.prompt.split('[MASK]')
         if len(pieces) == 1:
