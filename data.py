@@ -172,7 +172,7 @@ def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, ver
     for fname in ('meta.json', 'train.bin.tmp', 'val.bin.tmp'):  # start afresh
         if os.path.exists(os.path.join(out_dir, fname)):
             os.remove(os.path.join(out_dir, fname))
-    counts, progress = dict(train=0, val=0, docs=0, chars=0, peak_chunk=0), Progress(verbose, max_tokens)
+    counts, status = dict(train=0, val=0, docs=0, chars=0, peak_chunk=0), StatusLine(verbose, max_tokens)
     with open(os.path.join(out_dir, 'train.bin.tmp'), 'wb') as train, \
             open(os.path.join(out_dir, 'val.bin.tmp'), 'wb') as val:
         for chunk in chunks(itertools.chain([first], docs), chunk_bytes, max_bytes):
@@ -186,7 +186,7 @@ def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, ver
                 counts['val' if to_val else 'train'] += len(arr)
                 counts['docs'] += 1
             counts['chars'] += sum(map(len, chunk))
-            progress.show(counts)
+            status.show(counts)
             if max_tokens is not None and counts['train'] + counts['val'] >= max_tokens:
                 break
     if counts['train'] + counts['val'] == 0:
@@ -237,7 +237,7 @@ def split_tokens(out_dir, dtype, counts):
     counts['train'], counts['val'] = cut, len(tokens) - cut
 
 
-class Progress:
+class StatusLine:
     """One line, rewritten: documents, tokens, MB/s and (with --max_tokens) the ETA."""
 
     def __init__(self, enabled, max_tokens):

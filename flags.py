@@ -16,7 +16,7 @@ from model import SIZES, config_for
 
 
 def midas_stages(L):
-    """MIDAS's weight blocks per stage: blocks of b = L/6 layers added one at a time (2, 4, ..., 12 for L = 12)."""
+    """MIDAS's weight blocks per stage: groups of b = L/6 layers added one at a time (2, 4, ..., 12 for L = 12)."""
     b = max(1, L // 6)
     return list(range(b, L, b)) + [L]
 
@@ -70,9 +70,9 @@ METHODS = {
     # times (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and
     # compute; we grow at a fraction of the budget like every other method.
     'gstack': Method('G_stack, Du et al. NeurIPS 2024', lambda L: [L // 4, L], [0.25], 'stack'),
-    # MIDAS: gradual middle stacking by blocks of b = L/6 layers (6 stages; `midas_stages`, the block size is our
+    # MIDAS: gradual middle stacking by groups of b = L/6 layers (6 stages; `midas_stages`, the group size is our
     # choice), each stage's length proportional to its index (the paper's Prop-alpha with alpha = 1, as a public
-    # re-implementation quotes it), so the full model trains the last 2/7; the copied block is `middle_copy`.
+    # re-implementation quotes it), so the full model trains the last 2/7; the copied group is `middle_copy`.
     'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', lambda L: midas_stages(L), prop1, 'middle'),
     # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
     # the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
@@ -124,7 +124,7 @@ def get_parser():
     a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
     a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity', 'middle'),
       help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "
-           "with zeroed output projections (pre-LN GPT only); middle = copy the middle block of layers (MIDAS)")
+           "with zeroed output projections (pre-LN GPT only); middle = copy the middle group of layers (MIDAS)")
     a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
       help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
     a('--layer_map', default=None, choices=('interpolate', 'stack'),
@@ -449,8 +449,8 @@ def lr_at(step, args, starts=(0,)):
     min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
     if step < warmup:
         return args.lr * min(1.0, (step + 1) / warmup)
-    progress = (step - warmup) / max(1, args.max_steps - warmup)
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.decay == 'cosine' else 1 - progress
+    decayed = (step - warmup) / max(1, args.max_steps - warmup)  # the share of the decay behind us
+    shape = 0.5 * (1 + math.cos(math.pi * decayed)) if args.decay == 'cosine' else 1 - decayed
     lr = min_lr + shape * (args.lr - min_lr)
     since_growth = step - max(s for s in starts if s <= step)
     if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:

@@ -31,7 +31,7 @@ from data import InputError
 import flags
 from flags import (BASELINE, DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, model_config, schedule,
                    stage_of)
-from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, random_path, sample_depth,
+from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, random_path, draw_depth,
                    tile, widen)
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
@@ -547,7 +547,7 @@ def make_budget(args, cfg, stages, step_tokens):
     head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
     step_flops = []
     for st in stages:
-        depth = st['path'] or (np.mean([sample_depth(st['n_blocks'], cfg.n_layer, sampling, rng)
+        depth = st['path'] or (np.mean([draw_depth(st['n_blocks'], cfg.n_layer, sampling, rng)
                                         for _ in range(1000)]) if sampling else st['n_blocks'])
         shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
         queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
@@ -729,7 +729,7 @@ def draw_depths(run, stage):
     if not sampling:
         return [k], layer_map
     draws = run.args.grad_accum if run.args.sample_per == 'micro' else 1
-    return [sample_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
+    return [draw_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
 
 
 def to_device(rt, x, y):

@@ -6,7 +6,7 @@ k weight blocks but can *execute* any depth d >= k, executed layer t using block
 (Apollo's shared-weight depth, Pan et al. 2024, Eqs. 11-12). With d == k it is an ordinary Transformer.
 Two words, two ideas: *weight blocks* (`n_blocks`, what the model owns) and *depth* (layers executed).
 The growth operators: `deepen` (more weight blocks) and `widen` (wider FFN and hidden size). Which depth
-Apollo runs at each step: `sample_depth`.
+Apollo runs at each step: `draw_depth`.
 """
 import copy
 import math
@@ -82,7 +82,7 @@ def map_layers(k, d, how='interpolate'):
     raise ValueError(f"unknown layer map {how!r}; valid: interpolate, stack")
 
 
-def sample_depth(k, L, how, rng):
+def draw_depth(k, L, how, rng):
     """Apollo's depth for one training step of a model owning k of L blocks (Apollo, Table 1).
 
     lvps (low-value-prioritised sampling, Eqs. 7-10): an inverse-proportional curve y = m / (x + n) with
@@ -277,14 +277,15 @@ class Transformer(nn.Module):
 
 def middle_copy(k_old, k_new):
     """MIDAS's growth (Saunshi et al. 2024, "On the Inductive Bias of Stacking Towards Improving Reasoning",
-    Fig. 1a): view the k_old layers as n = k_old // b blocks of b = k_new - k_old layers, copy the middle block
-    (block ceil(n / 2)) and put the copy right after it, so the first and last layers keep their places; gradual
-    stacking (StackBERT) copies the last layers instead. Old layer of each new layer, e.g. 6 -> 8 (b = 2, blocks
-    01|23|45): 0,1,2,3,2,3,4,5; 4 -> 6: 0,1,0,1,2,3; and 6 -> 12 (one block) is the same as stacking."""
+    Fig. 1a; the paper calls them blocks, here they are *groups* since a block is a layer's weights): view the
+    k_old layers as n = k_old // b groups of b = k_new - k_old layers, copy the middle group (group ceil(n / 2))
+    and put the copy right after it, so the first and last layers keep their places; gradual stacking
+    (StackBERT) copies the last layers instead. Old layer of each new layer, e.g. 6 -> 8 (b = 2, groups
+    01|23|45): 0,1,2,3,2,3,4,5; 4 -> 6: 0,1,0,1,2,3; and 6 -> 12 (one group) is the same as stacking."""
     b = k_new - k_old
     if not 0 < b <= k_old:
         raise ValueError(f"a middle copy adds 1 to {k_old} layers to {k_old}, not {b}: at most double the depth")
-    s = (k_old // b - 1) // 2 * b  # first layer of the middle block
+    s = (k_old // b - 1) // 2 * b  # first layer of the middle group
     return list(range(s + b)) + list(range(s, k_old))
 
 

@@ -25,7 +25,7 @@ import export
 import grow
 import sample
 from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, random_path, rotate,
-                   sample_depth, widen)
+                   draw_depth, widen)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -977,17 +977,17 @@ LVPS_TABLE = {  # P(d) for d = k..12 and E[d], L = 12: a 400k-draw Monte Carlo o
 @pytest.mark.parametrize('k', [1, 3, 6])
 def test_lvps_matches_the_official_code(k):
     rng = np.random.default_rng(0)
-    d = np.array([sample_depth(k, 12, 'lvps', rng) for _ in range(200_000)])
+    d = np.array([draw_depth(k, 12, 'lvps', rng) for _ in range(200_000)])
     probs, mean = LVPS_TABLE[k]
     assert d.min() == k and d.max() == 12
     np.testing.assert_allclose(np.bincount(d, minlength=13)[k:] / len(d), probs, atol=0.01)
     assert abs(d.mean() - mean) < 0.05
-    assert sample_depth(12, 12, 'lvps', rng) == 12
+    assert draw_depth(12, 12, 'lvps', rng) == 12
 
 
 def test_other_samplings():
     rng = np.random.default_rng(0)
-    draw = lambda how, k: np.array([sample_depth(k, 12, how, rng) for _ in range(60_000)])  # noqa: E731
+    draw = lambda how, k: np.array([draw_depth(k, 12, how, rng) for _ in range(60_000)])  # noqa: E731
     us = draw('us', 3)
     np.testing.assert_allclose(np.bincount(us, minlength=13)[3:] / len(us), [0.1] * 10, atol=0.01)
     es = draw('es', 3)
