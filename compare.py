@@ -199,7 +199,8 @@ def table(summary, per_seed, jobs):
 
 
 def markdown(summary):
-    """The summary as a Markdown table: means +- sd over the seeds, the paired difference with its 95% interval."""
+    """The summary as a Markdown table: means +- sd over the seeds, the paired difference with its 95%
+    interval."""
     head = ['method', 'final val loss', 'vs scratch (95% CI)', 'verdict', 'reached L*', 'FLOPs saved',
             'time saved', 'mean depth', 'loss at 25 / 50 / 75% of scratch\'s FLOPs']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -260,7 +261,8 @@ def plot(runs, out_dir):
 
 
 def pyplot():
-    """matplotlib's pyplot, drawing to files only; None, with the install hint, where it is missing (optional)."""
+    """matplotlib's pyplot, drawing to files only; None, with the install hint, where it is missing
+    (optional)."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -285,8 +287,8 @@ def band(curves, points=200):
 
 def tokens_per_param(out_dir):
     """Scratch's training tokens over the target's parameter count (read from its checkpoint's config): the
-    budget of a comparison in the one unit that carries across model sizes (Chinchilla's ~20 is compute-optimal;
-    the papers' growth runs train for hundreds or thousands)."""
+    budget of a comparison in the one unit that carries across model sizes (Chinchilla's ~20 is
+    compute-optimal; the papers' growth runs train for hundreds or thousands)."""
     import torch  # lazily: the rest of this file needs only the logs
     from model import Config, Transformer, num_params
     folder = os.path.join(out_dir, BASELINE)
@@ -383,7 +385,8 @@ def compare_methods(args, request=None):
 
 def comparison_runs(args):
     """The runs of a comparison, seed by seed (a partial comparison is already paired), every flag checked
-    before anything trains. A folder that holds a run with other flags is refused; one with the same is resumed."""
+    before anything trains. A folder that holds a run with other flags is refused; one with the same is
+    resumed."""
     methods = args.compare.split(',')
     if any(m not in METHODS for m in methods) or BASELINE not in methods or len(set(methods)) < len(methods):
         raise InputError(f"--compare {args.compare}: give distinct methods among {', '.join(METHODS)}, "
@@ -418,8 +421,8 @@ def comparison_runs(args):
 
 
 def run_in_parallel(runs, args, request):
-    """--jobs J > 1: J runs at once, each `python grow.py` in a process (and session) of its own, its output in
-    its folder's train.log. On CPU each gets its share of the cores (threads), so that J runs do not
+    """--jobs J > 1: J runs at once, each `python grow.py` in a process (and session) of its own, its output
+    in its folder's train.log. On CPU each gets its share of the cores (threads), so that J runs do not
     oversubscribe them; on CUDA each gets one visible GPU. A stop request is passed on to every run."""
     cuda = grow.pick_device(args) == 'cuda'
     jobs = min(args.jobs, torch.cuda.device_count()) if cuda else args.jobs

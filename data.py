@@ -209,8 +209,8 @@ def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, ver
 
 
 def chunks(docs, chunk_bytes, max_bytes=None):
-    """Lists of consecutive documents of about chunk_bytes characters (a longer document is a chunk of its own);
-    with max_bytes, the text stops there."""
+    """Lists of consecutive documents of about chunk_bytes characters (a longer document is a chunk of its
+    own); with max_bytes, the text stops there."""
     chunk, size, total = [], 0, 0
     for doc in docs:
         if max_bytes is not None:

@@ -16,7 +16,8 @@ from model import SIZES, config_for
 
 
 def midas_stages(L):
-    """MIDAS's weight blocks per stage: groups of b = L/6 layers added one at a time (2, 4, ..., 12 for L = 12)."""
+    """MIDAS's weight blocks per stage: groups of b = L/6 layers added one at a time (2, 4, ..., 12 for L =
+    12)."""
     b = max(1, L // 6)
     return list(range(b, L, b)) + [L]
 
@@ -70,12 +71,13 @@ METHODS = {
     # times (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and
     # compute; we grow at a fraction of the budget like every other method.
     'gstack': Method('G_stack, Du et al. NeurIPS 2024', lambda L: [L // 4, L], [0.25], 'stack'),
-    # MIDAS: gradual middle stacking by groups of b = L/6 layers (6 stages; `midas_stages`, the group size is our
-    # choice), each stage's length proportional to its index (the paper's Prop-alpha with alpha = 1, as a public
-    # re-implementation quotes it), so the full model trains the last 2/7; the copied group is `middle_copy`.
+    # MIDAS: gradual middle stacking by groups of b = L/6 layers (6 stages; `midas_stages`, the group size is
+    # our choice), each stage's length proportional to its index (the paper's Prop-alpha with alpha = 1, as a
+    # public re-implementation quotes it), so the full model trains the last 2/7; the copied group is
+    # `middle_copy`.
     'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', lambda L: midas_stages(L), prop1, 'middle'),
-    # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as in
-    # the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
+    # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as
+    # in the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
     # `random_path`; whether the paper rescales outputs we could not check (no code was released).
     'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
                     lambda S: [round(i / S, 4) for i in range(1, S)], draws='path', check=check_paths),
@@ -212,7 +214,8 @@ def dims_list(text):
 
 
 def parse(argv=None):
-    """(the flags, the names of those typed on the command line): a resumed run needs to know which were typed."""
+    """(the flags, the names of those typed on the command line): a resumed run needs to know which were
+    typed."""
     p = get_parser()
     args = p.parse_args(argv)
     for action in p._actions:  # parse again without defaults: only the flags typed on the command line
@@ -221,8 +224,8 @@ def parse(argv=None):
 
 
 def resumed(args, typed, saved, path):
-    """The flags of a resumed run: the checkpoint's `saved` flags, and the RESUMABLE ones typed now; typing any
-    other flag with another value is refused (a resumed run is the same run)."""
+    """The flags of a resumed run: the checkpoint's `saved` flags, and the RESUMABLE ones typed now; typing
+    any other flag with another value is refused (a resumed run is the same run)."""
     for k in typed:
         if k not in RESUMABLE and saved.get(k) != getattr(args, k):
             raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} ({path}); a "
@@ -233,7 +236,8 @@ def resumed(args, typed, saved, path):
 
 
 def check(args, typed):
-    """Every flag's value and every combination, checked before anything trains (the schedule's in `schedule`)."""
+    """Every flag's value and every combination, checked before anything trains (the schedule's in
+    `schedule`)."""
     if args.lr is None:
         args.lr = 5e-4 if args.model == 'bert' else 1e-3
     check_numbers(args)

@@ -70,7 +70,8 @@ def train(args, request=None):
         for group in optimizer.param_groups:
             group['lr'] = lr * scales.get(group.get('block'), 1.0)
 
-        # forward and backward over --grad_accum micro-batches, then clip, and step unless something is not finite
+        # forward and backward over --grad_accum micro-batches, then clip, and step unless something is not
+        # finite
         loss_sum, flops = torch.zeros((), device=rt.device), 0
         for micro in range(args.grad_accum):
             depth = depths[micro % len(depths)]
@@ -104,8 +105,8 @@ def train(args, request=None):
 
 @dataclass
 class Run:
-    """One run's state, as `start` builds it: the flags, where it runs, the schedule and its budget, the model and
-    optimizer of the current stage, the data, the counters and the log. The loop's helpers take the run."""
+    """One run's state, as `start` builds it: the flags, where it runs, the schedule and its budget, the model
+    and optimizer of the current stage, the data, the counters and the log. The loop's helpers take the run."""
     args: argparse.Namespace
     rt: 'Runtime'
     cfg: Config
@@ -128,8 +129,8 @@ class Run:
 
 
 def start(args):
-    """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state of
-    the checkpoint, with --resume), announced."""
+    """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state
+    of the checkpoint, with --resume), announced."""
     rt = start_runtime(args)
     corpus = load_data(args.data, rt)
     cfg = model_config(args, corpus[0])
@@ -150,8 +151,8 @@ def start(args):
 
 
 def finish(run, request, done):
-    """The end of the loop: a finished run's last stage summary, cost and sample; the process group taken down in
-    step; the resume line of a run that stopped early. Returns the run's summary."""
+    """The end of the loop: a finished run's last stage summary, cost and sample; the process group taken down
+    in step; the resume line of a run that stopped early. Returns the run's summary."""
     args, rt, progress = run.args, run.rt, run.progress
     if done:
         stage_summary(run)
@@ -168,12 +169,13 @@ def finish(run, request, done):
 
 
 def leave_process_group():
-    """Under torchrun, every rank leaves together. A rank used to leave as soon as its last collective returned,
-    while rank 0 was still writing the final checkpoint; gloo has no shutdown, and a group that a DDP wrapper has
-    used stays alive past destroy_process_group (its worker threads, its TCP loop and rank 0's store thread run
-    until the process exits: measured), so the rank that left first tore its connections down under a peer that
-    still held them live, and about one DDP test run in ten lost a rank to SIGABRT ("terminate called without an
-    active exception") at exit. The barrier holds every rank until all have finished."""
+    """Under torchrun, every rank leaves together. A rank used to leave as soon as its last collective
+    returned, while rank 0 was still writing the final checkpoint. gloo has no shutdown, and a group that a
+    DDP wrapper has used stays alive past destroy_process_group (its worker threads, its TCP loop and rank 0's
+    store thread were measured still running after it), so the rank that left first tore its connections
+    down at exit under a peer that still held them live: the likely cause of the rare SIGABRT at the end of a
+    DDP test ("terminate called without an active exception"). The barrier holds every rank until all have
+    finished, so none leaves while another is still working."""
     dist.barrier()
     dist.destroy_process_group()
 
@@ -305,8 +307,9 @@ class Runtime:
 
 class StopRequest:
     """SIGTERM (what SLURM, preemptible clouds and `kill` send) and SIGINT (Ctrl-C) ask the run to stop: the
-    current optimizer step finishes, a checkpoint is written, and grow.py exits with the resume command. A second
-    SIGINT exits at once. The handlers exist only inside `with StopRequest()` (and only in the main thread)."""
+    current optimizer step finishes, a checkpoint is written, and grow.py exits with the resume command. A
+    second SIGINT exits at once. The handlers exist only inside `with StopRequest()` (and only in the main
+    thread)."""
 
     def __init__(self):
         self.signum, self.saved = 0, {}
@@ -360,7 +363,8 @@ class Interrupted(RunStopped):
 # ----------------------------------------------------------------------------- helpers of the loop
 
 def parse_args(argv=None):
-    """The run's flags, checked (flags.py); with --resume, the checkpoint's flags (a resumed run is the same run)."""
+    """The run's flags, checked (flags.py); with --resume, the checkpoint's flags (a resumed run is the same
+    run)."""
     args, typed = flags.parse(argv)
     if args.resume:
         ckpt, path = read_checkpoint(args.out_dir)
@@ -425,10 +429,11 @@ def start_runtime(args):
 
 
 def check_memory(args, rt, cfg):
-    """Refuse a micro-batch whose activations cannot fit (one line, before anything is allocated): a shape that
-    does not fit would otherwise swap the machine to a halt (CPU) or fail deep inside torch (CUDA). The estimate
-    is a floor: about 16 stored values per token, width and layer (Korthikanti et al. 2022 count 17 in 16 bits,
-    with attention scores on top where no fused kernel runs), and the float32 logits with their gradient."""
+    """Refuse a micro-batch whose activations cannot fit (one line, before anything is allocated): a shape
+    that does not fit would otherwise swap the machine to a halt (CPU) or fail deep inside torch (CUDA). The
+    estimate is a floor: about 16 stored values per token, width and layer (Korthikanti et al. 2022 count 17
+    in 16 bits, with attention scores on top where no fused kernel runs), and the float32 logits with their
+    gradient."""
     tokens = args.batch_size * cfg.block_size
     width = 2 if rt.dtype == 'bfloat16' else 4
     need = tokens * (16 * cfg.n_layer * cfg.n_embd * width + 2 * cfg.vocab_size * 4)
@@ -441,14 +446,15 @@ def check_memory(args, rt, cfg):
 
 
 def out_of_memory(error, args):
-    """The line for a step that ran out of memory anyway (the estimate is a floor): what to lower, and that the
-    last checkpoint is intact (it is written atomically)."""
+    """The line for a step that ran out of memory anyway (the estimate is a floor): what to lower, and that
+    the last checkpoint is intact (it is written atomically)."""
     return (f"out of memory ({str(error).splitlines()[0][:80]}): lower --batch_size or --block_size (raise "
             f"--grad_accum to keep the tokens per step); the last checkpoint, if any, stays in {args.out_dir}")
 
 
 def load_data(path, rt=None):
-    """The prepared corpus; the default one is prepared on first use (offline: stdlib + byte), by rank 0 first."""
+    """The prepared corpus; the default one is prepared on first use (offline: stdlib + byte), by rank 0
+    first."""
     ddp = rt is not None and rt.ddp
     if ddp and not rt.master:
         dist.barrier()
@@ -510,9 +516,10 @@ def make_optimizer(model, args, device):
 
 
 def shared_lr_scales(k, depths, layer_map, how):
-    """--shared_lr: block index -> the factor of its learning rate this step. A block run u times in one forward
-    receives the sum of u gradients: AdamW normalises the sum, but the function moves about u times as far as
-    an unshared layer's would. uses: 1 / u per block; ratio: k / d for all (averaged over the micro-batches)."""
+    """--shared_lr: block index -> the factor of its learning rate this step. A block run u times in one
+    forward receives the sum of u gradients: AdamW normalises the sum, but the function moves about u times as
+    far as an unshared layer's would. uses: 1 / u per block; ratio: k / d for all (averaged over the
+    micro-batches)."""
     if how in (None, 'none'):
         return {}
     scales = {}
@@ -525,10 +532,11 @@ def shared_lr_scales(k, depths, layer_map, how):
 
 
 def compile_blocks(model, stage, probe, rt):
-    """--compile, block by block: every block has the same shapes, so one graph serves all of them at any depth
-    Apollo samples; a growth compiles the new blocks. Then one forward and backward at the stage's training
-    shape, before its clock starts, so that its first step compiles nothing (the log counts the graphs). The
-    batch is the probe's tokens laid out as the stage's (batch, seq); the random state is put back."""
+    """--compile, block by block: every block has the same shapes, so one graph serves all of them at any
+    depth Apollo samples; a growth compiles the new blocks. Then one forward and backward at the stage's
+    training shape, before its clock starts, so that its first step compiles nothing (the log counts the
+    graphs). The batch is the probe's tokens laid out as the stage's (batch, seq); the random state is put
+    back."""
     for block in model.blocks:
         block.compile()
     x, y = (t.reshape(stage['batch'], stage['seq']) for t in probe)
@@ -578,8 +586,8 @@ def describe(run):
 
 
 def evaluate_and_save(run):
-    """Evaluate on the fixed batches, log it, and write a checkpoint (rank 0); returns the validation loss. Its
-    time is not training time."""
+    """Evaluate on the fixed batches, log it, and write a checkpoint (rank 0); returns the validation loss.
+    Its time is not training time."""
     args, rt, progress, model = run.args, run.rt, run.progress, run.model
     progress.train_time += run.watch.lap()
     at = evaluation_depth(args, model.cfg)
@@ -624,8 +632,8 @@ def evaluate(model, evals, rt, **depth):
 
 def save_checkpoint(run, **extra):
     """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt. Written atomically: a
-    temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so a
-    write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
+    temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so
+    a write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
     state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
                  args=vars(run.args), run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(),
                  meta=run.corpus[0], **extra)
@@ -641,9 +649,10 @@ def save_checkpoint(run, **extra):
 
 
 def grow_at_boundary(run, i):
-    """The growth into stage i: the finished stage's depth summary, the growth with the loss and gradient norm on
-    a fixed batch just before and after (stacking raises both more than interpolation: Apollo, Table 2), its
-    record and line. Its time is not training time. Returns the new (model, optimizer), also set on the run."""
+    """The growth into stage i: the finished stage's depth summary, the growth with the loss and gradient norm
+    on a fixed batch just before and after (stacking raises both more than interpolation: Apollo, Table 2),
+    its record and line. Its time is not training time. Returns the new (model, optimizer), also set on the
+    run."""
     args, rt, progress, probe = run.args, run.rt, run.progress, run.evals[0]
     progress.train_time += run.watch.lap()
     stage_summary(run)
@@ -669,12 +678,12 @@ def grow_at_boundary(run, i):
 
 
 def grow(model, optimizer, stage, op, args):
-    """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider (`widen`);
-    carry the optimizer. The AdamW moments follow the weights through the same maps (--opt_state copy: the block
-    index map, then the width tiling with exp_avg / n and exp_avg_sq / n^2; the step count kept), start afresh
-    (reset), or stay with their block index (slots: what Apollo's official code does, copying weights inside
-    one model under one optimizer; a new index starts with no moments and step 0). Returns (new model, new
-    optimizer, src: the old block of each new block, None when depth did not grow)."""
+    """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider
+    (`widen`); carry the optimizer. The AdamW moments follow the weights through the same maps (--opt_state
+    copy: the block index map, then the width tiling with exp_avg / n and exp_avg_sq / n^2; the step count
+    kept), start afresh (reset), or stay with their block index (slots: what Apollo's official code does,
+    copying weights inside one model under one optimizer; a new index starts with no moments and step 0).
+    Returns (new model, new optimizer, src: the old block of each new block, None when depth did not grow)."""
     moments = {}  # parameter name -> its AdamW state, carried through the same maps as the weights
     if args.opt_state in ('copy', 'slots'):
         moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
@@ -718,10 +727,10 @@ def loss_and_grad_norm(model, batch, rt, **depth):
 
 
 def draw_depths(run, stage):
-    """The depth each micro-batch of a step runs, and the layer map that runs it. Apollo draws one depth per step
-    (every micro-batch and process run it), or one per micro-batch with --sample_per micro (the official code's
-    granularity); RaPTr draws one random path of the stage's length per step (`random_path`); the others run
-    their k blocks."""
+    """The depth each micro-batch of a step runs, and the layer map that runs it. Apollo draws one depth per
+    step (every micro-batch and process run it), or one per micro-batch with --sample_per micro (the official
+    code's granularity); RaPTr draws one random path of the stage's length per step (`random_path`); the
+    others run their k blocks."""
     k, (sampling, layer_map) = len(run.model.blocks), depth_sampling(run.args)
     if stage['path']:
         path = random_path(k, stage['path'], run.sampler)
@@ -740,9 +749,9 @@ def to_device(rt, x, y):
 
 
 def agree(rt, loss_sum, norm, flops):
-    """(apply this step?, its FLOPs over all ranks): a step is applied only when its loss and gradient norm are
-    finite (the check waits for the device: a NaN must not land). Under DDP every rank skips alike and counts the
-    same FLOPs, since the clock decides when all of them grow."""
+    """(apply this step?, its FLOPs over all ranks): a step is applied only when its loss and gradient norm
+    are finite (the check waits for the device: a NaN must not land). Under DDP every rank skips alike and
+    counts the same FLOPs, since the clock decides when all of them grow."""
     finite = bool(torch.isfinite(loss_sum) & torch.isfinite(norm))
     if rt.ddp:
         bad, flops = all_sum(not finite, flops, device=rt.device)
@@ -836,7 +845,8 @@ class Log:
         if resume_step is not None and os.path.isfile(path):
             with open(path) as f:
                 lines = f.read().split('\n')
-            # a kill during a write can leave a partial last line: it is after the checkpoint, so dropped anyway
+            # a kill during a write can leave a partial last line: it is after the checkpoint, so dropped
+            # anyway
             records = [r for r in map(json.loads, lines[:-1]) if r['step'] < resume_step or
                        (r['step'] == resume_step and r['type'] == 'train')]
         with open(path + '.tmp', 'w') as f:

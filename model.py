@@ -111,10 +111,10 @@ def draw_depth(k, L, how, rng):
 
 
 def rotate(x):
-    """Rotary positions (RoPE; RoFormer, Su et al. 2021, Eq. 34) on (B, heads, T, head_dim): each pair
-    (x_2j, x_2j+1) of the t-th position is rotated by the angle t / 10000^(2j / head_dim), so that q . k depends
-    on the positions' difference only. Pairs interleaved as in RoFormer (transformers' RoFormer matches).
-    Nothing is learned: a BERT needs no position table, and no position is ever untrained."""
+    """Rotary positions (RoPE; RoFormer, Su et al. 2021, Eq. 34) on (B, heads, T, head_dim): each pair (x_2j,
+    x_2j+1) of the t-th position is rotated by the angle t / 10000^(2j / head_dim), so that q . k depends on
+    the positions' difference only. Pairs interleaved as in RoFormer (transformers' RoFormer matches). Nothing
+    is learned: a BERT needs no position table, and no position is ever untrained."""
     T, d = x.shape[-2:]
     freq = 1.0 / 10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
     angle = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freq
@@ -132,8 +132,9 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
 
     def forward(self, x, context=None, mask=None):
-        """Self-attention; or, given a `context`, queries from x and keys and values from the context (the same
-        weights: the first layer of a pooled BERT stage). `mask` (B, 1, 1, keys) marks the keys to attend to."""
+        """Self-attention; or, given a `context`, queries from x and keys and values from the context (the
+        same weights: the first layer of a pooled BERT stage). `mask` (B, 1, 1, keys) marks the keys to attend
+        to."""
         B, T, C = x.shape
         hs = C // self.n_head
         if context is None:
@@ -196,7 +197,8 @@ class Transformer(nn.Module):
             self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
             self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.apply(self._init_weights)
-        # residual output projections get std 0.02/sqrt(2L) (GPT-2), so the stream's variance does not grow with L
+        # residual output projections get std 0.02/sqrt(2L) (GPT-2), so the stream's variance does not grow
+        # with L
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
@@ -251,13 +253,13 @@ class Transformer(nn.Module):
         return self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
 
     def forward_pooled(self, x, targets, depth, layer_map, r):
-        """A short stage by mean embedding pooling (CompoundGrow, Gu et al. 2021, its length operator for BERT; the
-        layout of its official code, grow_bert): the embeddings of every r neighbouring positions are averaged,
-        so the blocks run T/r positions, and every masked position is appended as a query of its own (its own
-        embedding: token and position), so each gets its own prediction. The first layer attends from these
-        queries over the full-length embeddings; the later ones over the pooled sequence and the queries. Every
-        position embedding is trained, unlike truncation. Rows are padded to the most masked positions of any
-        row (masked out as keys). Returns (logits of the masked positions, loss)."""
+        """A short stage by mean embedding pooling (CompoundGrow, Gu et al. 2021, its length operator for
+        BERT; the layout of its official code, grow_bert): the embeddings of every r neighbouring positions
+        are averaged, so the blocks run T/r positions, and every masked position is appended as a query of its
+        own (its own embedding: token and position), so each gets its own prediction. The first layer attends
+        from these queries over the full-length embeddings; the later ones over the pooled sequence and the
+        queries. Every position embedding is trained, unlike truncation. Rows are padded to the most masked
+        positions of any row (masked out as keys). Returns (logits of the masked positions, loss)."""
         B, T, C = x.shape
         keep = targets != -100
         M = int(keep.sum(1).max())
@@ -278,8 +280,8 @@ class Transformer(nn.Module):
 def middle_copy(k_old, k_new):
     """MIDAS's growth (Saunshi et al. 2024, "On the Inductive Bias of Stacking Towards Improving Reasoning",
     Fig. 1a; the paper calls them blocks, here they are *groups* since a block is a layer's weights): view the
-    k_old layers as n = k_old // b groups of b = k_new - k_old layers, copy the middle group (group ceil(n / 2))
-    and put the copy right after it, so the first and last layers keep their places; gradual stacking
+    k_old layers as n = k_old // b groups of b = k_new - k_old layers, copy the middle group (group ceil(n /
+    2)) and put the copy right after it, so the first and last layers keep their places; gradual stacking
     (StackBERT) copies the last layers instead. Old layer of each new layer, e.g. 6 -> 8 (b = 2, groups
     01|23|45): 0,1,2,3,2,3,4,5; 4 -> 6: 0,1,0,1,2,3; and 6 -> 12 (one group) is the same as stacking."""
     b = k_new - k_old
@@ -291,12 +293,12 @@ def middle_copy(k_old, k_new):
 
 def random_path(L, p, rng):
     """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
-    Subnetworks"): of the L layers of the full model, the first and the last always run, and p - 2 of the others,
-    drawn uniformly without replacement, run in their order; every skipped layer is the identity on the residual
-    stream, and nothing is rescaled. p grows by stage until the full model trains. The paper's draw is an
-    inclusion probability per layer (as its reviewers describe it); an exact length gives each middle layer the
-    same probability (p - 2) / (L - 2) and every step the same FLOPs. `rng` is the run's sampler (seeded alike
-    on every rank, so all ranks run the same path). One path of 4 of 6 layers: 0,2,3,5."""
+    Subnetworks"): of the L layers of the full model, the first and the last always run, and p - 2 of the
+    others, drawn uniformly without replacement, run in their order; every skipped layer is the identity on
+    the residual stream, and nothing is rescaled. p grows by stage until the full model trains. The paper's
+    draw is an inclusion probability per layer (as its reviewers describe it); an exact length gives each
+    middle layer the same probability (p - 2) / (L - 2) and every step the same FLOPs. `rng` is the run's
+    sampler (seeded alike on every rank, so all ranks run the same path). One path of 4 of 6 layers: 0,2,3,5."""
     if not 2 <= p <= L:
         raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, not {p}")
     middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
@@ -454,10 +456,10 @@ def to_hf(model, depth, layer_map='interpolate', meta=None):
     is optional and imported here only). Shared blocks are written out at `depth` through the layer map.
 
     What maps to what: GPT2's Conv1D stores W transposed; our exact GELU is its 'gelu' (not 'gelu_new');
-    LayerNorm eps is PyTorch's 1e-5; missing biases (--bias 0) become zeros; BERT's token-type embedding
-    (we have none) is a single zero row; our MLM head is BERT's cls.predictions (dense, GELU, LayerNorm,
-    decoder tied to the word embeddings, bias); the vocabulary keeps our padding and [MASK] id. A BERT with
-    rotary positions is RoFormerForMaskedLM: the same layers, no position table, the same interleaved rotation."""
+    LayerNorm eps is PyTorch's 1e-5; missing biases (--bias 0) become zeros; BERT's token-type embedding (we
+    have none) is a single zero row; our MLM head is BERT's cls.predictions (dense, GELU, LayerNorm, decoder
+    tied to the word embeddings, bias); the vocabulary keeps our padding and [MASK] id. A BERT with rotary
+    positions is RoFormerForMaskedLM: the same layers, no position table, the same interleaved rotation."""
     cfg = model.cfg
     if cfg.pre_ln != (cfg.kind == 'gpt') or (cfg.kind == 'gpt' and cfg.pos != 'learned'):
         raise ValueError(f"no transformers class computes a {'pre' if cfg.pre_ln else 'post'}-LN {cfg.kind} with "

@@ -720,8 +720,8 @@ def test_checkpoint_is_complete(corpus, tmp_path):
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(corpus, tmp_path, monkeypatch):
-    """Checkpoints are atomic: a write that dies half-way (disk full, a kill) leaves the last good one, and the
-    run resumes from it exactly."""
+    """Checkpoints are atomic: a write that dies half-way (disk full, a kill) leaves the last good one, and
+    the run resumes from it exactly."""
     argv = ['--max_steps', 8, '--eval_interval', 4, '--log_interval', 1]
     real_save, calls = torch.save, []
 
@@ -1154,8 +1154,8 @@ def test_acceleration_ratio_on_synthetic_runs(tmp_path):
 
 
 def test_seed_band_reaches_the_end_of_the_shortest_curve():
-    """The mean over seeds is taken on a grid ending at the shortest curve's end; lo + (hi - lo) can round past
-    it (these two values do), and then one seed had no loss at the last point and the report crashed."""
+    """The mean over seeds is taken on a grid ending at the shortest curve's end; lo + (hi - lo) can round
+    past it (these two values do), and then one seed had no loss at the last point and the report crashed."""
     lo, hi = 0.4765969541523558, 6.310417348702668  # lo + (hi - lo) * 199 / 199 rounds one ulp past hi
     grid, mean, low, high = compare.band([([lo, hi], [3.0, 2.0]), ([0.0, 7.0], [4.0, 2.0])])
     assert grid[0] == lo and grid[-1] == hi and len(grid) == 200
@@ -1423,8 +1423,8 @@ def test_bad_seeds(capsys, corpus, tmp_path):
 
 
 def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
-    """A micro-batch that cannot fit is refused before anything is allocated; one that runs out of memory anyway
-    stops with one line naming the shape flags, and the checkpoint written before it stays readable."""
+    """A micro-batch that cannot fit is refused before anything is allocated; one that runs out of memory
+    anyway stops with one line naming the shape flags, and the checkpoint written before it stays readable."""
     base = ['--data', corpus, '--out_dir', str(tmp_path / 'o'), '--device', 'cpu']
     fails(capsys, base + ['--block_size', '100000'], '--batch_size 32 x --block_size 100000', 'GiB',
           '--grad_accum')
