@@ -29,17 +29,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 from data import InputError
 import flags
-from flags import (BASELINE, DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, model_config, schedule,
-                   stage_of)
-from model import (Config, Transformer, deepen, flops_per_step, map_layers, num_params, random_path, draw_depth,
-                   tile, widen)
+from flags import (BASELINE, DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, model_config,
+                   schedule, stage_of)
+from model import (Config, Transformer, deepen, draw_depth, flops_per_step, map_layers, num_params,
+                   random_path, tile, widen)
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
 # what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
-GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool', 'path': 'path'}
+GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool',
+         'path': 'path'}
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -106,7 +107,8 @@ def train(args, request=None):
 @dataclass
 class Run:
     """One run's state, as `start` builds it: the flags, where it runs, the schedule and its budget, the model
-    and optimizer of the current stage, the data, the counters and the log. The loop's helpers take the run."""
+    and optimizer of the current stage, the data, the counters and the log. The loop's helpers take the
+    run."""
     args: argparse.Namespace
     rt: 'Runtime'
     cfg: Config
@@ -137,14 +139,15 @@ def start(args):
     stages, depth_op = schedule(args, cfg)
     check_memory(args, rt, cfg)
     step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world
-    evals = data.eval_batches(corpus[2], cfg.kind, corpus[0], args.eval_batches, args.batch_size, cfg.block_size)
+    meta, _, val_tokens = corpus
+    evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
     run = Run(args, rt, cfg, stages, depth_op, make_budget(args, cfg, stages, step_tokens), corpus, evals,
               step_tokens=step_tokens)
     start_or_resume(run)
     if args.compile:
         compile_blocks(run.model, stages[run.progress.stage_index], evals[0], rt)
-    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=run.progress.step if args.resume else None,
-                  enabled=rt.master)
+    resumed_at = run.progress.step if args.resume else None
+    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master)
     describe(run)
     run.watch = Stopwatch(rt.device == 'cuda')
     return run
@@ -191,7 +194,7 @@ def stopped_early(args, rt, request, progress):
 
 @dataclass
 class Progress:
-    """The run's counters: what a checkpoint saves besides the weights, the optimizer and the random states."""
+    """The run's counters: what a checkpoint saves beside the weights, the optimizer and the random states."""
     step: int = 0             # optimizer steps taken
     stage_index: int = 0      # the stage being trained, an index into the schedule's stages
     tokens: int = 0           # training tokens seen (all processes)
@@ -199,7 +202,7 @@ class Progress:
     train_time: float = 0.0   # seconds spent training (evaluation, checkpoints and growth excluded)
     next_eval: float = 0.0    # the clock position of the next evaluation
     skips: int = 0            # consecutive steps skipped for a non-finite loss or gradient norm
-    depths: dict = field(default_factory=dict)  # executed depth -> steps (micro-batches) run at it, this stage
+    depths: dict = field(default_factory=dict)  # executed depth -> micro-batches run at it, this stage
 
     def add_step(self, depths, tokens, flops, applied=True):
         """One step taken: its data and compute are spent even when its update was skipped (not applied)."""
@@ -228,13 +231,14 @@ class Budget:
         if self.by_flops:
             return (self.steps - position) * self.scratch_step
         ends = self.starts[1:] + [self.steps]
-        return sum(max(0, end - max(start, position)) * f for start, end, f in zip(self.starts, ends, self.step_flops))
+        return sum(max(0, end - max(start, position)) * f
+                   for start, end, f in zip(self.starts, ends, self.step_flops))
 
     def cost(self, progress, args):
         """What a finished run spent against a scratch run of the same budget (known without training it)."""
         share = progress.flops / (self.steps * self.scratch_step)
-        spent = f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of what " \
-                f"scratch spends in {self.steps} steps"
+        spent = (f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of "
+                 f"what scratch spends in {self.steps} steps")
         if not METHODS[args.method].grows:
             return spent
         return (f"{spent}; `python grow.py --compare {BASELINE},{args.method} ...` shows whether it reached "
@@ -290,14 +294,16 @@ class Runtime:
         return self.rank == 0
 
     def autocast(self):
-        return torch.autocast(self.device, dtype=torch.bfloat16) if self.dtype == 'bfloat16' else nullcontext()
+        if self.dtype != 'bfloat16':
+            return nullcontext()
+        return torch.autocast(self.device, dtype=torch.bfloat16)
 
     def say(self, *text):
         if self.master:
             print(*text)
 
     def wrap(self, model):
-        """DDP's wrapper (rebuilt after every growth: new parameters); wrapping broadcasts rank 0's weights."""
+        """DDP's wrapper (rebuilt after every growth: new parameters); it broadcasts rank 0's weights."""
         if not self.ddp:
             return model
         # RaPTr's skipped layers get no gradient in a step: DDP must not wait for them
@@ -386,13 +392,15 @@ def read_checkpoint(out_dir, say=print):
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
         if not os.path.isfile(prev):
-            raise InputError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}); it is "
-                             f"damaged and there is no ckpt.prev.pt to fall back to: start the run again")
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+            raise InputError(f"{path} cannot be read ({why}); it is damaged and there is no ckpt.prev.pt to "
+                             f"fall back to: start the run again")
         try:
             ckpt = torch.load(prev, map_location='cpu', weights_only=False)
         except Exception:
             raise InputError(f"{path} and {prev} cannot be read (both damaged): start the run again")
-        say(f"warning: {path} cannot be read ({type(e).__name__}); resuming from the checkpoint before it, {prev}")
+        say(f"warning: {path} cannot be read ({type(e).__name__}); resuming from the checkpoint before it, "
+            f"{prev}")
         path = prev
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
@@ -440,16 +448,18 @@ def check_memory(args, rt, cfg):
     have = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if rt.device == 'cuda' \
         else os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     if need > have:
-        raise InputError(f"--batch_size {args.batch_size} x --block_size {cfg.block_size}: one micro-batch needs at "
-                         f"least {need / 2 ** 30:.0f} GiB of activations and this {rt.device} has "
-                         f"{have / 2 ** 30:.0f} GiB; lower them (raise --grad_accum to keep the tokens per step)")
+        raise InputError(f"--batch_size {args.batch_size} x --block_size {cfg.block_size}: one micro-batch "
+                         f"needs at least {need / 2 ** 30:.0f} GiB of activations and this {rt.device} has "
+                         f"{have / 2 ** 30:.0f} GiB; lower them (raise --grad_accum to keep the tokens per "
+                         f"step)")
 
 
 def out_of_memory(error, args):
     """The line for a step that ran out of memory anyway (the estimate is a floor): what to lower, and that
     the last checkpoint is intact (it is written atomically)."""
     return (f"out of memory ({str(error).splitlines()[0][:80]}): lower --batch_size or --block_size (raise "
-            f"--grad_accum to keep the tokens per step); the last checkpoint, if any, stays in {args.out_dir}")
+            f"--grad_accum to keep the tokens per step); the last checkpoint, if any, stays in "
+            f"{args.out_dir}")
 
 
 def load_data(path, rt=None):
@@ -483,13 +493,15 @@ def start_or_resume(run):
     run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
     run.optimizer = make_optimizer(run.model, args, rt.device)
     # each rank its own data; BERT masks --mask_rate of the positions (evaluation always 15%)
-    run.batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank, mlm_prob=args.mask_rate)
+    run.batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank,
+                               mlm_prob=args.mask_rate)
     run.sampler = np.random.default_rng([args.seed, 1])  # seeded alike: the same on every rank
     run.progress = Progress()
     if not ckpt:
         return
     if len(ckpt['data_rng']) != rt.world:
-        raise InputError(f"--resume: {ckpt_path} was written by {len(ckpt['data_rng'])} processes, not {rt.world}")
+        raise InputError(f"--resume: {ckpt_path} was written by {len(ckpt['data_rng'])} processes, not "
+                         f"{rt.world}")
     run.model.load_state_dict(ckpt['model'])
     run.optimizer.load_state_dict(ckpt['optimizer'])
     run.batches.rng.bit_generator.state = ckpt['data_rng'][rt.rank]
@@ -569,17 +581,21 @@ def describe(run):
     args, rt, cfg, stages, depth_op = run.args, run.rt, run.cfg, run.stages, run.depth_op
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
-    threads = torch.get_num_threads()  # part of what a CPU run reproduces: other threads, other sums, other losses
-    on = f"{rt.device} ({rt.dtype}" + (f", {threads} thread{'s' * (threads > 1)}" if rt.device == 'cpu' else "") + ")"
-    rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd {cfg.n_embd}, "
-           f"T {cfg.block_size}, {args.method} on {on}" +
-           (f" x {rt.world} processes" if rt.ddp else "") + f", {args.max_steps} steps of {run.step_tokens:,} tokens")
+    # the thread count is part of what a CPU run reproduces: other threads, other sums, other losses
+    threads = torch.get_num_threads()
+    on = f"{rt.device} ({rt.dtype}" + (f", {threads} thread{'s' * (threads > 1)}" if rt.device == 'cpu'
+                                        else "")
+    rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd "
+           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {on})" +
+           (f" x {rt.world} processes" if rt.ddp else "") +
+           f", {args.max_steps} steps of {run.step_tokens:,} tokens")
     sampling, layer_map = depth_sampling(args)
     for i, st in enumerate(stages if len(stages) > 1 else []):
         where = f"step {st['start']}" if args.budget == 'steps' else \
             f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
         rt.say(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd {st['n_embd']}, "
-               f"d_ff {st['d_ff']}, T {st['seq']}" + (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "")
+               f"d_ff {st['d_ff']}, T {st['seq']}" +
+               (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "")
                + f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
                (f", random paths of {st['path']} layers" if st['path'] else "") +
                (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
@@ -595,7 +611,8 @@ def evaluate_and_save(run):
     if not math.isfinite(val) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise Diverged(f"the validation loss at step {progress.step} is {val:.4g}" + stuck_at(run))
     run.log.write(type='eval', step=progress.step, val_loss=val, val_acc=acc, tokens=progress.tokens,
-                  flops=progress.flops, time=progress.train_time, depth=at['depth'], graphs=compiled_graphs(args))
+                  flops=progress.flops, time=progress.train_time, depth=at['depth'],
+                  graphs=compiled_graphs(args))
     rt.say(f"eval step {progress.step}: val loss {val:.4f}, {100 * acc:.1f}% of the " +
            ("masked tokens" if model.cfg.kind == 'bert' else "next tokens") + " predicted right")
     data_rngs = [run.batches.rng.bit_generator.state] * rt.world  # every rank's: each resumes its own data
@@ -634,9 +651,10 @@ def save_checkpoint(run, **extra):
     """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt. Written atomically: a
     temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so
     a write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
-    state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
-                 args=vars(run.args), run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(),
-                 meta=run.corpus[0], **extra)
+    state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
+                 optimizer=run.optimizer.state_dict(), args=vars(run.args),
+                 run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(), meta=run.corpus[0],
+                 **extra)
     out_dir = run.args.out_dir
     path = os.path.join(out_dir, 'ckpt.pt')
     with open(path + '.tmp', 'wb') as f:
@@ -657,7 +675,8 @@ def grow_at_boundary(run, i):
     progress.train_time += run.watch.lap()
     stage_summary(run)
     old, new = run.stages[progress.stage_index], run.stages[i]
-    loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
+    at = evaluation_depth(args, run.model.cfg)
+    loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **at)
     run.model, run.optimizer, src = grow(run.model, run.optimizer, new, run.depth_op, args)
     if args.compile:
         compile_blocks(run.model, new, probe, rt)
@@ -666,12 +685,12 @@ def grow_at_boundary(run, i):
                   grad_norm_before=grad_before, grad_norm_after=grad_after)
     for key, name in GROWN.items():
         record['old_' + name], record['new_' + name] = old[key], new[key]
-    run.log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops, time=progress.train_time,
-                  graphs=compiled_graphs(args), **record)
+    run.log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops,
+                  time=progress.train_time, graphs=compiled_graphs(args), **record)
     changes = ', '.join(f"{k} {record['old_' + k]} -> {record['new_' + k]}" for k in GROWN.values()
                         if record['old_' + k] != record['new_' + k])
-    rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {changes} | loss {loss_before:.4f} -> "
-           f"{loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
+    rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {changes} | loss "
+           f"{loss_before:.4f} -> {loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
     progress.stage_index = i
     run.watch.restart()
     return run.model, run.optimizer
@@ -690,12 +709,12 @@ def grow(model, optimizer, stage, op, args):
     grown, src = model, None
     if stage['n_blocks'] > len(model.blocks):
         grown, src = deepen(grown, stage['n_blocks'], op, args.depth_noise or 0.0)
-        if args.opt_state == 'copy':  # (slots: block i keeps the moments of the old block i; new indices none)
+        if args.opt_state == 'copy':  # (slots: block i keeps old block i's moments; new indices none)
             moments = {n: moments[from_] for n, from_ in depth_names(grown, src).items() if from_ in moments}
     if (stage['n_embd'], stage['d_ff']) != (grown.cfg.n_embd, grown.cfg.d_ff):
         grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
-        moments = {n: dict(s, exp_avg=tile(s['exp_avg'], tiles[n]), exp_avg_sq=tile(s['exp_avg_sq'], tiles[n], 2))
-                   for n, s in moments.items()}
+        moments = {n: dict(s, exp_avg=tile(s['exp_avg'], tiles[n]),
+                           exp_avg_sq=tile(s['exp_avg_sq'], tiles[n], 2)) for n, s in moments.items()}
     new_optimizer = make_optimizer(grown, args, next(grown.parameters()).device.type)
     for n, p in grown.named_parameters():
         if n in moments:
@@ -742,7 +761,7 @@ def draw_depths(run, stage):
 
 
 def to_device(rt, x, y):
-    """A micro-batch on the run's device; on CUDA from pinned host memory, so the copy overlaps the kernels."""
+    """A micro-batch on the run's device; on CUDA from pinned memory, so the copy overlaps the kernels."""
     if rt.device == 'cuda':
         x, y = x.pin_memory(), y.pin_memory()
     return x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
@@ -778,14 +797,16 @@ def log_train(run, window, loss, lr):
     peak = peak_flops(rt.device)
     mfu = (progress.flops - window.flops) / rt.world / seconds / peak if peak else None  # per device
     depth = window.depths[-1]
-    rec = run.log.write(type='train', step=progress.step, loss=loss.item(), lr=lr, depth=depth, depths=window.depths,
-                    stage=progress.stage_index + 1, seq=stages[progress.stage_index]['seq'], tokens=progress.tokens,
-                    flops=progress.flops, time=progress.train_time,
-                    tok_per_s=(progress.tokens - window.tokens) / seconds, mfu=mfu, graphs=compiled_graphs(args))
+    rec = run.log.write(type='train', step=progress.step, loss=loss.item(), lr=lr, depth=depth,
+                        depths=window.depths, stage=progress.stage_index + 1,
+                        seq=stages[progress.stage_index]['seq'], tokens=progress.tokens, flops=progress.flops,
+                        time=progress.train_time, tok_per_s=(progress.tokens - window.tokens) / seconds,
+                        mfu=mfu, graphs=compiled_graphs(args))
     where = f"{rec['step']}/{args.max_steps}" if args.budget == 'steps' else \
         f"{rec['step']} ({100 * position / args.max_steps:.0f}% of the FLOPs)"
     rt.say(f"step {where} | stage {rec['stage']}/{len(stages)} | depth {depth} | loss {rec['loss']:.4f} | "
-           f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | {human(rec['tok_per_s'])} tok/s" +
+           f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
+           f"{human(rec['tok_per_s'])} tok/s" +
            (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
            (f" | {rec['graphs']} graphs compiled" if args.compile else "") +
            f" | eta {duration(budget.to_go(position) * seconds / max(progress.flops - window.flops, 1e-9))}")
@@ -796,19 +817,19 @@ def skipped_step(run, loss, lr):
     args, progress = run.args, run.progress
     run.log.write(type='skip', step=progress.step, loss=loss.item(), lr=lr, stage=progress.stage_index + 1,
                   skips=progress.skips)
-    run.rt.say(f"step {progress.step}: loss {loss.item():.4g} or its gradient norm is not finite; the step was not "
-               f"applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
+    run.rt.say(f"step {progress.step}: loss {loss.item():.4g} or its gradient norm is not finite; the step "
+               f"was not applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
     if progress.skips >= args.max_skips:
-        raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last at step "
-                       f"{progress.step}" + stuck_at(run, lr))
+        raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last at "
+                       f"step {progress.step}" + stuck_at(run, lr))
 
 
 def stuck_at(run, lr=None):
     """Where a run diverged and what to try: the tail of the Diverged line."""
     progress = run.progress
     where = f" (stage {progress.stage_index + 1}/{len(run.stages)}, lr {lr:.2e})" if lr is not None else ""
-    return (f"{where}; the last good checkpoint stays in {run.args.out_dir}/ckpt.pt. Try a lower --lr (allowed "
-            f"with --resume), --rewarmup N after growth, or --opt_state reset")
+    return (f"{where}; the last good checkpoint stays in {run.args.out_dir}/ckpt.pt. Try a lower --lr "
+            f"(allowed with --resume), --rewarmup N after growth, or --opt_state reset")
 
 
 def all_sum(*values, device):
@@ -827,8 +848,9 @@ def stage_summary(run):
         mean = sum(d * n for d, n in hist.items()) / steps
         run.log.write(type='stage', step=progress.step, stage=progress.stage_index + 1, steps=steps,
                       depth_hist=hist, mean_depth=mean)
-        run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean depth "
-                   f"{mean:.2f} over {steps} steps, histogram {' '.join(f'{d}:{n}' for d, n in hist.items())}")
+        histogram = ' '.join(f'{d}:{n}' for d, n in hist.items())
+        run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean "
+                   f"depth {mean:.2f} over {steps} steps, histogram {histogram}")
     progress.depths = {}
 
 
@@ -876,7 +898,9 @@ def human(n):
 
 
 def duration(s):
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s >= 3600:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
 # ----------------------------------------------------------------------------- checkpoints
