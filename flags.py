@@ -1,18 +1,21 @@
 """
-The flags of grow.py and the schedule they describe: which method, the stages it trains (depth, width, length, and
-where each starts), and the learning rate at every step. Everything here is checked before anything trains:
+The flags of grow.py and the schedule they describe: the method table (one `Method` entry per method), the stages
+a run trains (depth, width, length, and where each starts), the run's clock (`Budget`: steps, or FLOPs in steps
+of the target) and the learning rate at every point of it. Everything here is checked before anything trains:
 bad input is one line naming the flag and what would be valid.
 """
 import argparse
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
+
+import numpy as np
 
 import data
 from data import InputError
-from model import SIZES, config_for
+from model import SIZES, config_for, draw_depth, flops_per_step, map_layers
 
 
 def midas_stages(L):
@@ -460,3 +463,68 @@ def lr_at(step, args, starts=(0,)):
     if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:
         lr *= min(1.0, (since_growth + 1) / args.rewarmup)
     return lr
+
+
+def shared_lr_scales(k, depths, layer_map, how):
+    """--shared_lr: block index -> the factor of its learning rate this step. A block run u times in one
+    forward receives the sum of u gradients: AdamW normalises the sum, but the function moves about u times as
+    far as an unshared layer's would. uses: 1 / u per block; ratio: k / d for all (averaged over the
+    micro-batches)."""
+    if how in (None, 'none'):
+        return {}
+    scales = {}
+    for d in depths:
+        uses = np.bincount(map_layers(k, d, layer_map), minlength=k)
+        for i in range(k):
+            step = k / d if how == 'ratio' else 1 / max(1, uses[i])
+            scales[i] = scales.get(i, 0.0) + step / len(depths)
+    return scales
+
+
+@dataclass
+class Budget:
+    """The run's budget and its clock, in scratch-equivalent steps: the step itself (--budget steps), or the
+    FLOPs spent in units of one step of the full target (--budget flops). Stage boundaries, the LR schedule,
+    evaluations and the end all read this clock, so under equal compute a cheap method takes more steps."""
+    steps: int            # --max_steps
+    by_flops: bool        # --budget flops
+    scratch_step: float   # the FLOPs of one step of the target: scratch's step
+    starts: list          # each stage's start on the clock
+    step_flops: list      # the expected FLOPs of one step of each stage (Apollo: at its mean sampled depth)
+
+    def position(self, progress):
+        return progress.flops / self.scratch_step if self.by_flops else progress.step
+
+    def to_go(self, position):
+        """The FLOPs still to spend: the schedule is known, so shallow stages are not taken for the pace."""
+        if self.by_flops:
+            return (self.steps - position) * self.scratch_step
+        ends = self.starts[1:] + [self.steps]
+        return sum(max(0, end - max(start, position)) * f
+                   for start, end, f in zip(self.starts, ends, self.step_flops))
+
+    def cost(self, progress, args):
+        """What a finished run spent against a scratch run of the same budget (known without training it)."""
+        share = progress.flops / (self.steps * self.scratch_step)
+        spent = (f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of "
+                 f"what scratch spends in {self.steps} steps")
+        if not METHODS[args.method].grows:
+            return spent
+        return (f"{spent}; `python grow.py --compare {BASELINE},{args.method} ...` shows whether it reached "
+                f"scratch's loss")
+
+
+def make_budget(args, cfg, stages, step_tokens):
+    """The Budget of a run: its clock and the expected FLOPs of a step of each stage (for the ETA)."""
+    sampling, _ = depth_sampling(args)
+    rng = np.random.default_rng(0)  # its own: the run's sampler is untouched
+    head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
+    step_flops = []
+    for st in stages:
+        depth = st['path'] or (np.mean([draw_depth(st['n_blocks'], cfg.n_layer, sampling, rng)
+                                        for _ in range(1000)]) if sampling else st['n_blocks'])
+        shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
+        queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
+        step_flops.append(flops_per_step(shape, depth, step_tokens, st['seq'], head, st['pool'], queries))
+    return Budget(args.max_steps, args.budget == 'flops', flops_per_step(cfg, cfg.n_layer, step_tokens,
+                  cfg.block_size, head), [st['start'] for st in stages], step_flops)

@@ -27,12 +27,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
-from data import InputError
 import flags
-from flags import (BASELINE, DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, model_config,
-                   schedule, stage_of)
-from model import (Config, Transformer, deepen, draw_depth, flops_per_step, map_layers, num_params,
-                   random_path, tile, widen)
+from data import InputError
+from flags import (DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
+                   schedule, shared_lr_scales, stage_of)
+from model import (Config, Transformer, deepen, draw_depth, micro_batch_flops, num_params, random_path, tile,
+                   widen)
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
@@ -114,7 +114,7 @@ class Run:
     cfg: Config
     stages: list              # the schedule (flags.schedule): each stage's shape and start on the clock
     depth_op: str             # how depth grows at a stage boundary (None: it does not)
-    budget: 'Budget'
+    budget: flags.Budget
     corpus: tuple             # (meta, train tokens, validation tokens)
     evals: list               # the fixed evaluation batches; the first is also the growth probe
     model: Transformer = None
@@ -210,39 +210,6 @@ class Progress:
         for depth in depths:
             self.depths[str(depth)] = self.depths.get(str(depth), 0) + 1
         self.skips = 0 if applied else self.skips + 1
-
-
-@dataclass
-class Budget:
-    """The run's budget and its clock, in scratch-equivalent steps: the step itself (--budget steps), or the
-    FLOPs spent in units of one step of the full target (--budget flops). Stage boundaries, the LR schedule,
-    evaluations and the end all read this clock, so under equal compute a cheap method takes more steps."""
-    steps: int            # --max_steps
-    by_flops: bool        # --budget flops
-    scratch_step: float   # the FLOPs of one step of the target: scratch's step
-    starts: list          # each stage's start on the clock
-    step_flops: list      # the expected FLOPs of one step of each stage (Apollo: at its mean sampled depth)
-
-    def position(self, progress):
-        return progress.flops / self.scratch_step if self.by_flops else progress.step
-
-    def to_go(self, position):
-        """The FLOPs still to spend: the schedule is known, so shallow stages are not taken for the pace."""
-        if self.by_flops:
-            return (self.steps - position) * self.scratch_step
-        ends = self.starts[1:] + [self.steps]
-        return sum(max(0, end - max(start, position)) * f
-                   for start, end, f in zip(self.starts, ends, self.step_flops))
-
-    def cost(self, progress, args):
-        """What a finished run spent against a scratch run of the same budget (known without training it)."""
-        share = progress.flops / (self.steps * self.scratch_step)
-        spent = (f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of "
-                 f"what scratch spends in {self.steps} steps")
-        if not METHODS[args.method].grows:
-            return spent
-        return (f"{spent}; `python grow.py --compare {BASELINE},{args.method} ...` shows whether it reached "
-                f"scratch's loss")
 
 
 @dataclass
@@ -527,22 +494,6 @@ def make_optimizer(model, args, device):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device == 'cuda')
 
 
-def shared_lr_scales(k, depths, layer_map, how):
-    """--shared_lr: block index -> the factor of its learning rate this step. A block run u times in one
-    forward receives the sum of u gradients: AdamW normalises the sum, but the function moves about u times as
-    far as an unshared layer's would. uses: 1 / u per block; ratio: k / d for all (averaged over the
-    micro-batches)."""
-    if how in (None, 'none'):
-        return {}
-    scales = {}
-    for d in depths:
-        uses = np.bincount(map_layers(k, d, layer_map), minlength=k)
-        for i in range(k):
-            step = k / d if how == 'ratio' else 1 / max(1, uses[i])
-            scales[i] = scales.get(i, 0.0) + step / len(depths)
-    return scales
-
-
 def compile_blocks(model, stage, probe, rt):
     """--compile, block by block: every block has the same shapes, so one graph serves all of them at any
     depth Apollo samples; a growth compiles the new blocks. Then one forward and backward at the stage's
@@ -558,22 +509,6 @@ def compile_blocks(model, stage, probe, rt):
 
 def compiled_graphs(args):
     return torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None
-
-
-def make_budget(args, cfg, stages, step_tokens):
-    """The Budget of a run: its clock and the expected FLOPs of a step of each stage (for the ETA)."""
-    sampling, _ = depth_sampling(args)
-    rng = np.random.default_rng(0)  # its own: the run's sampler is untouched
-    head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
-    step_flops = []
-    for st in stages:
-        depth = st['path'] or (np.mean([draw_depth(st['n_blocks'], cfg.n_layer, sampling, rng)
-                                        for _ in range(1000)]) if sampling else st['n_blocks'])
-        shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
-        queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
-        step_flops.append(flops_per_step(shape, depth, step_tokens, st['seq'], head, st['pool'], queries))
-    return Budget(args.max_steps, args.budget == 'flops', flops_per_step(cfg, cfg.n_layer, step_tokens,
-                  cfg.block_size, head), [st['start'] for st in stages], step_flops)
 
 
 def describe(run):
@@ -776,16 +711,6 @@ def agree(rt, loss_sum, norm, flops):
         bad, flops = all_sum(not finite, flops, device=rt.device)
         finite = bad == 0
     return finite, flops
-
-
-def micro_batch_flops(cfg, depth, stage, y):
-    """The FLOPs of one micro-batch: BERT's head runs on the masked positions only, and a pooled stage also
-    runs one query per masked position (padded to the most in any window)."""
-    if cfg.kind == 'gpt':
-        return flops_per_step(cfg, depth, y.numel(), stage['seq'])
-    masked = y != -100
-    queries = int(masked.sum(1).max()) if stage['pool'] > 1 else 0
-    return flops_per_step(cfg, depth, y.numel(), stage['seq'], int(masked.sum()), stage['pool'], queries)
 
 
 def log_train(run, window, loss, lr):

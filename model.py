@@ -451,6 +451,16 @@ def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, querie
             6 * 2 * C * C * rows * extra + 12 * C * rows * S * extra)
 
 
+def micro_batch_flops(cfg, depth, stage, y):
+    """The FLOPs of one micro-batch: BERT's head runs on the masked positions only, and a pooled stage also
+    runs one query per masked position (padded to the most in any window)."""
+    if cfg.kind == 'gpt':
+        return flops_per_step(cfg, depth, y.numel(), stage['seq'])
+    masked = y != -100
+    queries = int(masked.sum(1).max()) if stage['pool'] > 1 else 0
+    return flops_per_step(cfg, depth, y.numel(), stage['seq'], int(masked.sum()), stage['pool'], queries)
+
+
 def to_hf(model, depth, layer_map='interpolate', meta=None):
     """The model as a Hugging Face `GPT2LMHeadModel` or `BertForMaskedLM` with the same logits (transformers
     is optional and imported here only). Shared blocks are written out at `depth` through the layer map.

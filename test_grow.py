@@ -879,10 +879,10 @@ def test_rewarmup_ramps_after_each_growth():
 def test_budget_knows_the_flops_to_go_and_the_cost(capsys, corpus, tmp_path):
     """The ETA divides the FLOPs still to spend (from the known schedule) by the current FLOPs/s; a finished
     run says what it spent against scratch."""
-    steps = grow.Budget(100, False, 10.0, [0, 20, 50], [2.0, 5.0, 10.0])
+    steps = flags.Budget(100, False, 10.0, [0, 20, 50], [2.0, 5.0, 10.0])
     assert steps.to_go(0) == 20 * 2 + 30 * 5 + 50 * 10 and steps.to_go(30) == 20 * 5 + 50 * 10
     assert steps.to_go(100) == 0
-    assert grow.Budget(100, True, 10.0, [0, 20, 50], [2.0, 5.0, 10.0]).to_go(40) == 600
+    assert flags.Budget(100, True, 10.0, [0, 20, 50], [2.0, 5.0, 10.0]).to_go(40) == 600
     run(corpus, tmp_path, '--method', 'stack', '--n_layer', 4, '--max_steps', 16)
     spent = records(tmp_path, 'eval')[-1]['flops']
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=2, n_embd=32, d_ff=128)
@@ -1034,10 +1034,10 @@ def test_apollo_samples_a_depth_per_micro_batch(corpus, tmp_path):
 
 
 def test_shared_lr_scales_the_rate_of_each_block():
-    assert grow.shared_lr_scales(3, [4], 'interpolate', 'uses') == {0: 0.5, 1: 1.0, 2: 1.0}  # blocks 0, 0, 1, 2
-    assert grow.shared_lr_scales(2, [4, 2], 'interpolate', 'uses') == {0: 0.75, 1: 0.75}  # averaged
-    assert grow.shared_lr_scales(3, [12], 'interpolate', 'ratio') == {0: 0.25, 1: 0.25, 2: 0.25}
-    assert grow.shared_lr_scales(3, [12], 'interpolate', None) == {}
+    assert flags.shared_lr_scales(3, [4], 'interpolate', 'uses') == {0: 0.5, 1: 1.0, 2: 1.0}  # blocks 0, 0, 1, 2
+    assert flags.shared_lr_scales(2, [4, 2], 'interpolate', 'uses') == {0: 0.75, 1: 0.75}  # averaged
+    assert flags.shared_lr_scales(3, [12], 'interpolate', 'ratio') == {0: 0.25, 1: 0.25, 2: 0.25}
+    assert flags.shared_lr_scales(3, [12], 'interpolate', None) == {}
 
 
 def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
