@@ -31,8 +31,8 @@ import flags
 from data import InputError
 from flags import (DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
                    schedule, shared_lr_scales, stage_of)
-from model import (Config, Transformer, deepen, draw_depth, micro_batch_flops, num_params, random_path, tile,
-                   widen)
+from model import (Config, Transformer, deepen, draw_depth, growth_map, micro_batch_flops, num_params,
+                   random_path, tile, widen)
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
@@ -633,40 +633,30 @@ def grow_at_boundary(run, i):
 
 def grow(model, optimizer, stage, op, args):
     """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider
-    (`widen`); carry the optimizer. The AdamW moments follow the weights through the same maps (--opt_state
-    copy: the block index map, then the width tiling with exp_avg / n and exp_avg_sq / n^2; the step count
-    kept), start afresh (reset), or stay with their block index (slots: what Apollo's official code does,
-    copying weights inside one model under one optimizer; a new index starts with no moments and step 0).
-    Returns (new model, new optimizer, src: the old block of each new block, None when depth did not grow)."""
-    moments = {}  # parameter name -> its AdamW state, carried through the same maps as the weights
+    (`widen`); carry the optimizer. The AdamW moments follow the weights through the growth's one map
+    (`growth_map`: --opt_state copy: the block each new block was copied from, then the width tiling with
+    exp_avg / n and exp_avg_sq / n^2; the step count kept), start afresh (reset), or stay with their block
+    index (slots: what Apollo's official code does, copying weights inside one model under one optimizer; a new
+    index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of each
+    new block, None when depth did not grow)."""
+    moments = {}  # parameter name -> its AdamW state
     if args.opt_state in ('copy', 'slots'):
         moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
-    grown, src = model, None
+    grown, src, tiles = model, None, {}
     if stage['n_blocks'] > len(model.blocks):
         grown, src = deepen(grown, stage['n_blocks'], op, args.depth_noise or 0.0)
-        if args.opt_state == 'copy':  # (slots: block i keeps old block i's moments; new indices none)
-            moments = {n: moments[from_] for n, from_ in depth_names(grown, src).items() if from_ in moments}
     if (stage['n_embd'], stage['d_ff']) != (grown.cfg.n_embd, grown.cfg.d_ff):
         grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
-        moments = {n: dict(s, exp_avg=tile(s['exp_avg'], tiles[n]),
-                           exp_avg_sq=tile(s['exp_avg_sq'], tiles[n], 2)) for n, s in moments.items()}
+    # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
+    sources = growth_map(grown, src if args.opt_state == 'copy' else None, tiles)
     new_optimizer = make_optimizer(grown, args, next(grown.parameters()).device.type)
     for n, p in grown.named_parameters():
-        if n in moments:
-            new_optimizer.state[p] = {k: v.clone() for k, v in moments[n].items()}
+        old, ops = sources[n]
+        if old in moments:
+            s = moments[old]
+            new_optimizer.state[p] = dict(s, step=s['step'].clone(), exp_avg=tile(s['exp_avg'], ops).clone(),
+                                          exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
     return grown, new_optimizer, src
-
-
-def depth_names(new, src):
-    """Parameter name in the grown model -> the name it was copied from (blocks.i. <- blocks.src[i].)."""
-    names = {}
-    for name, _ in new.named_parameters():
-        if name.startswith('blocks.'):
-            _, i, rest = name.split('.', 2)
-            names[name] = f'blocks.{src[int(i)]}.{rest}'
-        else:
-            names[name] = name
-    return names
 
 
 def loss_and_grad_norm(model, batch, rt, **depth):

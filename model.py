@@ -426,6 +426,21 @@ def widen(model, n_embd, d_ff, noise=1e-2):
     return new, tiles
 
 
+def growth_map(grown, src=None, tiles=None):
+    """Where each parameter of a grown model comes from: its name -> (the old parameter's name, its tiling).
+    Depth: new block i is old block src[i] (`deepen`); width: the tiling of `widen` (`tiling`). `deepen` and
+    `widen` build the weights by these maps; the optimizer's moments follow the same map through `tile`
+    (exp_avg like the weight, exp_avg_sq with the square of its split)."""
+    sources = {}
+    for name, _ in grown.named_parameters():
+        old = name
+        if src is not None and name.startswith('blocks.'):
+            _, i, rest = name.split('.', 2)
+            old = f'blocks.{src[int(i)]}.{rest}'
+        sources[name] = (old, (tiles or {}).get(name, []))
+    return sources
+
+
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, queries=0):
     """Training FLOPs (forward + backward) of one optimizer step (PaLM, Chowdhery et al. 2022, appendix B):
 
