@@ -1,11 +1,11 @@
 """
-A checkpoint as a Hugging Face model folder (GPT2LMHeadModel, BertForMaskedLM or RoFormerForMaskedLM, safetensors)
-that transformers loads with from_pretrained; transformers is optional and needed here only.
+A checkpoint as a Hugging Face model folder (GPT2LMHeadModel, BertForMaskedLM or RoFormerForMaskedLM,
+safetensors) that transformers loads with from_pretrained; transformers is optional and needed here only.
 
     python export.py --out_dir out --to hf_model
 
-`python grow.py --resume --out_dir out --export_hf hf_model` is the same command. The mapping of our weights onto
-transformers' names is `to_hf` in model.py.
+`python grow.py --resume --out_dir out --export_hf hf_model` is the same command. The mapping of our weights
+onto transformers' names is `to_hf` in model.py.
 """
 import argparse
 import os
@@ -53,14 +53,15 @@ def export_hf(args):
             model(x, depth=depth, layer_map=layer_map)[0]
         rel = ((hf(x).logits - ours).abs().max() / ours.abs().max()).item()
     if rel > 1e-4:
-        raise InputError(f"--export_hf: the exported model's logits differ from ours (relative {rel:.1e}); refused")
+        raise InputError(f"--export_hf: the exported model's logits differ from ours (relative {rel:.1e}); "
+                         f"refused")
     tmp = args.export_hf.rstrip('/') + '.tmp'
     hf.save_pretrained(tmp, safe_serialization=True)
     if os.path.isdir(args.export_hf):
         shutil.rmtree(args.export_hf)
     os.replace(tmp, args.export_hf)
-    print(f"exported {args.out_dir}/ckpt.pt ({model.cfg.kind}, {depth} layers, step {ckpt['run']['step']}) to "
-          f"{args.export_hf}: {type(hf).__name__}, logits match to {rel:.1e}")
+    print(f"exported {args.out_dir}/ckpt.pt ({model.cfg.kind}, {depth} layers, step {ckpt['run']['step']}) "
+          f"to {args.export_hf}: {type(hf).__name__}, logits match to {rel:.1e}")
     return dict(path=args.export_hf, rel_error=rel)
 
 

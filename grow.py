@@ -636,9 +636,9 @@ def grow(model, optimizer, stage, op, args):
     (`widen`); carry the optimizer. The AdamW moments follow the weights through the growth's one map
     (`growth_map`: --opt_state copy: the block each new block was copied from, then the width tiling with
     exp_avg / n and exp_avg_sq / n^2; the step count kept), start afresh (reset), or stay with their block
-    index (slots: what Apollo's official code does, copying weights inside one model under one optimizer; a new
-    index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of each
-    new block, None when depth did not grow)."""
+    index (slots: what Apollo's official code does, copying weights inside one model under one optimizer; a
+    new index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of
+    each new block, None when depth did not grow)."""
     moments = {}  # parameter name -> its AdamW state
     if args.opt_state in ('copy', 'slots'):
         moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}

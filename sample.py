@@ -1,11 +1,12 @@
 """
-What a checkpoint learned, as nanoGPT's sample.py shows it: GPT continues a prompt, BERT fills its [MASK] markers
-(or 15% masked positions of a validation window). Trains nothing.
+What a checkpoint learned, as nanoGPT's sample.py shows it: GPT continues a prompt, BERT fills its [MASK]
+markers (or 15% masked positions of a validation window). Trains nothing.
 
     python sample.py --out_dir out --prompt 'def main('
     python sample.py --out_dir out_bert --prompt 'for i in ra[MASK]ge(10):'
 
-`python grow.py --resume --sample ...` is the same command; grow.py also calls `show_sample` at the end of a run.
+`python grow.py --resume --sample ...` is the same command; grow.py also calls `show_sample` at the end of a
+run.
 """
 import argparse
 
@@ -52,7 +53,8 @@ def show_sample(model, meta, args, val_tokens=None):
 
 
 def continue_text(model, meta, args, g):
-    enc, at, device = data.get_tokenizer(meta['tokenizer']), evaluation_depth(args, model.cfg), model.wte.weight.device
+    enc, at = data.get_tokenizer(meta['tokenizer']), evaluation_depth(args, model.cfg)
+    device = model.wte.weight.device
     idx = torch.tensor([[meta['eot_id']] + enc.encode_ordinary(args.prompt or '')], device=device)
     for _ in range(args.sample_tokens):
         logits = model(idx[:, -model.cfg.block_size:], **at)[0][:, -1].float().cpu()
@@ -69,7 +71,8 @@ def printable(text):
 
 
 def fill_masks(model, meta, args, val_tokens, g):
-    enc, at, device = data.get_tokenizer(meta['tokenizer']), evaluation_depth(args, model.cfg), model.wte.weight.device
+    enc, at = data.get_tokenizer(meta['tokenizer']), evaluation_depth(args, model.cfg)
+    device = model.wte.weight.device
     if args.prompt:  # the user's [MASK] markers, one token each
         pieces = args.prompt.split('[MASK]')
         if len(pieces) == 1:
@@ -95,8 +98,9 @@ def fill_masks(model, meta, args, val_tokens, g):
         return f"--- fill the mask ---\nmasked: {masked!r}\nfilled: {enc.decode(filled[0].tolist())!r}\n" \
                f"guesses: {guesses}\n--------------"
     acc = (filled[chosen] == x[chosen]).float().mean().item() if chosen.any() else float('nan')
-    return (f"--- fill the mask ({int(chosen.sum())} masked, {100 * acc:.0f}% right) ---\nmasked: {masked!r}\n"
-            f"filled: {enc.decode(filled[0].tolist())!r}\ntruth:  {enc.decode(x[0].tolist())!r}\n--------------")
+    return (f"--- fill the mask ({int(chosen.sum())} masked, {100 * acc:.0f}% right) ---\n"
+            f"masked: {masked!r}\nfilled: {enc.decode(filled[0].tolist())!r}\n"
+            f"truth:  {enc.decode(x[0].tolist())!r}\n--------------")
 
 
 if __name__ == '__main__':
