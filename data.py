@@ -5,7 +5,7 @@ Data for nanogrow: a text corpus tokenized with tiktoken into nanoGPT-style memm
     python data.py --source shakespeare --tokenizer gpt2   # downloads (needs the internet once)
     python data.py --source my_texts/ --tokenizer cl100k_base
 
-writes data/<source>_<tokenizer>/{train.bin, val.bin, meta.json}, nanoGPT style (README: "Your own text").
+writes data/<source>_<tokenizer>/{train.bin, val.bin, meta.json}, nanoGPT style (README: "Data").
 """
 import argparse
 import gzip

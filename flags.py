@@ -118,7 +118,7 @@ def get_parser():
     a('--bias', type=int, default=1, choices=(0, 1))
     a('--pos', default=None, choices=('learned', 'rope'), help='positions: learned (an absolute table; GPT\'s '
       'default and the original BERT\'s) or rope (rotary on q and k, no table; RoFormer; BERT\'s default: it '
-      'leaves the unigram plateau that a learned table keeps a small BERT on, see README)')
+      'leaves the unigram plateau that a learned table keeps a small BERT on, see RESULTS.md)')
     a('--norm', default=None, choices=('pre', 'post'), help='LayerNorm before each sublayer (pre; GPT\'s default) '
       'or after it (post; the original BERT\'s, its default)')
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in training '
@@ -162,7 +162,7 @@ def get_parser():
     a('--batch_size', type=int, default=32, help='sequences per micro-batch')
     a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
     a('--lr', type=float, default=None, help='peak learning rate (default 1e-3; BERT 5e-4: a post-LN BERT of '
-      'width 128 stays on the unigram plateau at 1e-3 in some seeds, see README)')
+      'width 128 stays on the unigram plateau at 1e-3 in some seeds, see RESULTS.md)')
     a('--min_lr', type=float, default=None, help='final learning rate (default lr/10)')
     a('--warmup', type=int, default=None, help='linear warmup steps (default 5%% of max_steps)')
     a('--decay', default='cosine', choices=('cosine', 'linear'))
@@ -426,7 +426,8 @@ def fmt(values):
 
 
 def positions(args):
-    """--pos, or the kind's default: GPT a learned table, BERT rotary (README: "A BERT that learns on a CPU")."""
+    """--pos, or the kind's default: GPT a learned table, BERT rotary (why: RESULTS.md, "A BERT that learns on
+    a CPU")."""
     return args.pos or ('rope' if args.model == 'bert' else 'learned')
 
 

@@ -71,8 +71,7 @@ def train(args, request=None):
         for group in optimizer.param_groups:
             group['lr'] = lr * scales.get(group.get('block'), 1.0)
 
-        # forward and backward over --grad_accum micro-batches, then clip, and step unless something is not
-        # finite
+        # forward and backward over --grad_accum micro-batches, clip, then step unless a value is not finite
         loss_sum, flops = torch.zeros((), device=rt.device), 0
         for micro in range(args.grad_accum):
             depth = depths[micro % len(depths)]

@@ -758,7 +758,7 @@ def test_previous_checkpoint_is_kept_and_used_when_the_last_is_damaged(capsys, c
 
 def test_nonfinite_steps_are_skipped_then_the_run_stops(capsys, corpus, tmp_path):
     """--lr 50 blows up: the bad steps are not applied, the run stops with exit status 3, and the checkpoint
-    left holds only finite weights; a lower --lr then resumes from it (README: "What a run survives")."""
+    left holds only finite weights; a lower --lr then resumes from it (README: "Checkpoints and signals")."""
     argv = ['--n_layer', 2, '--lr', 50, '--max_steps', 60, '--eval_interval', 20, '--log_interval', 1]
     with pytest.raises(SystemExit) as e:
         run(corpus, tmp_path, *argv)
@@ -1051,7 +1051,7 @@ def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
 
 
 def test_each_kind_has_its_defaults(corpus):
-    """GPT: learned positions, pre-LN, lr 1e-3. BERT: rotary positions, post-LN, lr 5e-4 (README, "A BERT that
+    """GPT: learned positions, pre-LN, lr 1e-3. BERT: rotary positions, post-LN, lr 5e-4 (RESULTS.md, "A BERT that
     learns on a CPU"); the papers' BERT is --pos learned, and any flag typed wins."""
     meta = data.load(corpus)[0]
 
