@@ -26,7 +26,8 @@ import torch
 
 import grow
 from data import InputError
-from flags import BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule, to_argv
+from flags import (BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule,
+                   to_argv)
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (1..10); 1.96 beyond 30
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -359,8 +360,8 @@ def sweep_plot(sweep, path):
 # ----------------------------------------------------------------------------- training a comparison
 
 def compare_methods(args, request=None):
-    """--compare: every method with the same target, data, evaluation batches, budget and LR schedule shape, for
-    --seeds seeds (seed, seed+1, ...), each run in out_dir/<method>/seed<S>, up to --jobs at once; then the
+    """--compare: every method with the same target, data, evaluation batches, budget and LR schedule shape,
+    for --seeds seeds (seed, seed+1, ...), each run in out_dir/<method>/seed<S>, up to --jobs at once; then the
     table of compare.py and its plots. A run already in its folder with the same flags is resumed (a finished
     one is only evaluated again), so an interrupted comparison continues where it stopped."""
     if os.path.isdir(args.compare):  # a finished comparison: report again, train nothing
@@ -412,9 +413,10 @@ def comparison_runs(args):
                 differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
                           and saved.get(k, defaults.get_default(k)) != v]
                 if differ:
+                    k = differ[0]
                     raise InputError(f"--out_dir {args.out_dir}: {sub.out_dir} holds a run with other flags "
-                                     f"(--{differ[0]} {saved.get(differ[0])} there, {getattr(sub, differ[0])} "
-                                     f"here); choose another --out_dir, or print it with --compare {args.out_dir}")
+                                     f"(--{k} {saved.get(k)} there, {getattr(sub, k)} here); choose another "
+                                     f"--out_dir, or print it with --compare {args.out_dir}")
                 sub.resume = True
             runs.append(sub)
     return runs
@@ -438,8 +440,9 @@ def run_in_parallel(runs, args, request):
             argv = ['--resume', '--out_dir', sub.out_dir] if sub.resume else to_argv(sub)
             os.makedirs(sub.out_dir, exist_ok=True)
             with open(os.path.join(sub.out_dir, 'train.log'), 'a') as out:
-                active[slot] = sub, subprocess.Popen([sys.executable, os.path.abspath(grow.__file__), *argv], env=env,
-                                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                command = [sys.executable, os.path.abspath(grow.__file__), *argv]
+                active[slot] = sub, subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                     start_new_session=True)
             print(f"=== {sub.method}, seed {sub.seed} -> {sub.out_dir} (output in train.log)")
         if request.signum and not passed_on:
             for _, child in active.values():
@@ -448,17 +451,18 @@ def run_in_parallel(runs, args, request):
         for slot, (sub, child) in list(active.items()):
             if child.poll() is not None:
                 del active[slot]
-                print(f"=== {sub.method}, seed {sub.seed}: " + ("done" if child.returncode == 0 else
-                                                               f"stopped with exit status {child.returncode}"))
+                ended = "done" if child.returncode == 0 else f"stopped with exit status {child.returncode}"
+                print(f"=== {sub.method}, seed {sub.seed}: {ended}")
                 failed += [(sub, child.returncode)] if child.returncode else []
         time.sleep(0.2)
     if request.signum:
-        raise grow.Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name}; every run kept its "
-                                          f"checkpoint: the same --compare command continues where they stopped")
+        raise grow.Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name}; every run "
+                                               f"kept its checkpoint: the same --compare command continues where "
+                                               f"they stopped")
     if failed:
         sub, status = failed[0]
-        raise grow.RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see its train.log); "
-                                 f"the same --compare command continues the comparison")
+        raise grow.RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see its "
+                                      f"train.log); the same --compare command continues the comparison")
 
 
 def previous_jobs(out_dir):

@@ -169,7 +169,8 @@ class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.pre_ln = cfg.pre_ln
-        self.ln_1, self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias), nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn, self.mlp = SelfAttention(cfg), MLP(cfg)
 
     def forward(self, x, context=None, mask=None):
@@ -263,7 +264,8 @@ class Transformer(nn.Module):
         B, T, C = x.shape
         keep = targets != -100
         M = int(keep.sum(1).max())
-        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :M]  # masked positions first, in order
+        # the masked positions first, in their order
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :M]
         valid = torch.gather(keep, 1, order)
         queries = torch.gather(x, 1, order[..., None].expand(B, M, C))
         h = torch.cat([x.view(B, T // r, r, C).mean(2), queries], 1)
@@ -286,7 +288,8 @@ def middle_copy(k_old, k_new):
     01|23|45): 0,1,2,3,2,3,4,5; 4 -> 6: 0,1,0,1,2,3; and 6 -> 12 (one group) is the same as stacking."""
     b = k_new - k_old
     if not 0 < b <= k_old:
-        raise ValueError(f"a middle copy adds 1 to {k_old} layers to {k_old}, not {b}: at most double the depth")
+        raise ValueError(f"a middle copy adds 1 to {k_old} layers to {k_old}, not {b}: at most double the "
+                         f"depth")
     s = (k_old // b - 1) // 2 * b  # first layer of the middle group
     return list(range(s + b)) + list(range(s, k_old))
 
@@ -298,9 +301,11 @@ def random_path(L, p, rng):
     the residual stream, and nothing is rescaled. p grows by stage until the full model trains. The paper's
     draw is an inclusion probability per layer (as its reviewers describe it); an exact length gives each
     middle layer the same probability (p - 2) / (L - 2) and every step the same FLOPs. `rng` is the run's
-    sampler (seeded alike on every rank, so all ranks run the same path). One path of 4 of 6 layers: 0,2,3,5."""
+    sampler (seeded alike on every rank, so all ranks run the same path). One path of 4 of 6 layers:
+    0,2,3,5."""
     if not 2 <= p <= L:
-        raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, not {p}")
+        raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, "
+                         f"not {p}")
     middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
     return [0] + sorted(int(i) for i in middle) + [L - 1]
 
@@ -308,15 +313,16 @@ def random_path(L, p, rng):
 def deepen(model, k_new, op='interpolate', noise=0.0):
     """A new model owning k_new weight blocks made from the k_old blocks of `model`.
 
-    stack (StackBERT; Apollo Eq. 11):        new block i <- old block i % k_old   (copies go on top)
-    interpolate (Apollo Eq. 12):             new block i <- old block (i * k_old) // k_new (each next to itself)
+    stack (StackBERT; Apollo Eq. 11):        new block i <- old block i % k_old (copies go on top)
+    interpolate (Apollo Eq. 12):             new block i <- old block (i * k_old) // k_new (next to itself)
     identity (StackBERT's identity variant): interpolate, but every second copy gets zero output projections
-        (attention out, FFN second matrix, their biases), so a pre-LN model computes exactly the same function.
-    middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle block of layers is copied, see `middle_copy`.
+        (attention out, FFN second matrix, their biases), so a pre-LN model computes the same function.
+    middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle group of layers is copied, see `middle_copy`.
     Every block is a fresh deep copy: no two blocks share storage, so they can drift apart.
-    noise > 0 (--depth_noise; G_stack, Du et al. 2024, found about 20% slightly better than exact copies): every
-    copy after the first of an old block gets, in each weight tensor W, W + noise * std(W) * N(0, 1) elementwise
-    (from torch's generator); the first copy of each block stays exact. The function changes, on purpose.
+    noise > 0 (--depth_noise; G_stack, Du et al. 2024, found about 20% slightly better than exact copies):
+    every copy after the first of an old block gets, in each weight tensor W, W + noise * std(W) * N(0, 1)
+    elementwise (from torch's generator); the first copy of each block stays exact. The function changes, on
+    purpose.
     Returns (new model, src) with src[i] the old block that new block i came from (the optimizer uses it).
     """
     k_old = len(model.blocks)
@@ -487,7 +493,8 @@ def to_hf(model, depth, layer_map='interpolate', meta=None):
     positions is RoFormerForMaskedLM: the same layers, no position table, the same interleaved rotation."""
     cfg = model.cfg
     if cfg.pre_ln != (cfg.kind == 'gpt') or (cfg.kind == 'gpt' and cfg.pos != 'learned'):
-        raise ValueError(f"no transformers class computes a {'pre' if cfg.pre_ln else 'post'}-LN {cfg.kind} with "
+        norm = 'pre' if cfg.pre_ln else 'post'
+        raise ValueError(f"no transformers class computes a {norm}-LN {cfg.kind} with "
                          f"{cfg.pos} positions; export GPTs with learned positions and post-LN BERTs")
     try:
         import transformers
@@ -537,9 +544,10 @@ def _bert_state(transformers, model, blocks):
     cfg, w, bias, C = model.cfg, _weight, _bias, model.cfg.n_embd
     rope = cfg.pos == 'rope'
     hf_cfg = (transformers.RoFormerConfig if rope else transformers.BertConfig)(
-        vocab_size=cfg.vocab_size, hidden_size=C, num_hidden_layers=len(blocks), num_attention_heads=cfg.n_head,
-        intermediate_size=cfg.d_ff, hidden_act='gelu', max_position_embeddings=cfg.block_size, type_vocab_size=1,
-        layer_norm_eps=1e-5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True)
+        vocab_size=cfg.vocab_size, hidden_size=C, num_hidden_layers=len(blocks),
+        num_attention_heads=cfg.n_head, intermediate_size=cfg.d_ff, hidden_act='gelu',
+        max_position_embeddings=cfg.block_size, type_vocab_size=1, layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True)
     e = ('roformer' if rope else 'bert') + '.embeddings.'
     out = {e + 'word_embeddings.weight': w(model.wte), e + 'token_type_embeddings.weight': torch.zeros(1, C),
            e + 'LayerNorm.weight': w(model.ln_emb), e + 'LayerNorm.bias': bias(model.ln_emb)}
@@ -549,14 +557,17 @@ def _bert_state(transformers, model, blocks):
         p = ('roformer' if rope else 'bert') + f'.encoder.layer.{i}.'
         qkv_w, qkv_b = w(b.attn.c_attn).split(C), bias(b.attn.c_attn).split(C)
         for j, name in enumerate(('query', 'key', 'value')):
-            out[p + f'attention.self.{name}.weight'], out[p + f'attention.self.{name}.bias'] = qkv_w[j], qkv_b[j]
-        for ours, theirs in ((b.attn.c_proj, 'attention.output.dense'), (b.ln_1, 'attention.output.LayerNorm'),
-                             (b.mlp.c_fc, 'intermediate.dense'), (b.mlp.c_proj, 'output.dense'),
-                             (b.ln_2, 'output.LayerNorm')):
+            out[p + f'attention.self.{name}.weight'] = qkv_w[j]
+            out[p + f'attention.self.{name}.bias'] = qkv_b[j]
+        for ours, theirs in ((b.attn.c_proj, 'attention.output.dense'),
+                             (b.ln_1, 'attention.output.LayerNorm'), (b.mlp.c_fc, 'intermediate.dense'),
+                             (b.mlp.c_proj, 'output.dense'), (b.ln_2, 'output.LayerNorm')):
             out[p + theirs + '.weight'], out[p + theirs + '.bias'] = w(ours), bias(ours)
     c = 'cls.predictions.'
-    out[c + 'transform.dense.weight'], out[c + 'transform.dense.bias'] = w(model.mlm_dense), bias(model.mlm_dense)
-    out[c + 'transform.LayerNorm.weight'], out[c + 'transform.LayerNorm.bias'] = w(model.ln_f), bias(model.ln_f)
+    out[c + 'transform.dense.weight'] = w(model.mlm_dense)
+    out[c + 'transform.dense.bias'] = bias(model.mlm_dense)
+    out[c + 'transform.LayerNorm.weight'] = w(model.ln_f)
+    out[c + 'transform.LayerNorm.bias'] = bias(model.ln_f)
     out[c + 'bias'] = out[c + 'decoder.bias'] = model.mlm_bias.detach().float().cpu()
     out[c + 'decoder.weight'] = w(model.wte)
     return hf_cfg, out
