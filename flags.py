@@ -19,8 +19,7 @@ from model import SIZES, config_for, draw_depth, flops_per_step, map_layers
 
 
 def midas_stages(L):
-    """MIDAS's weight blocks per stage: groups of b = L/6 layers added one at a time (2, 4, ..., 12 for L =
-    12)."""
+    """MIDAS's weight blocks per stage: groups of b = L/6 layers added one at a time (2, 4, ..., 12 of 12)."""
     b = max(1, L // 6)
     return list(range(b, L, b)) + [L]
 
@@ -217,8 +216,7 @@ def dims_list(text):
 
 
 def parse(argv=None):
-    """(the flags, the names of those typed on the command line): a resumed run needs to know which were
-    typed."""
+    """(the flags, the names of those typed on the command line): a resumed run needs to know which."""
     p = get_parser()
     args = p.parse_args(argv)
     for action in p._actions:  # parse again without defaults: only the flags typed on the command line
