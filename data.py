@@ -44,10 +44,11 @@ def get_tokenizer(name):
     try:
         return tiktoken.get_encoding(name)
     except ValueError:
-        raise InputError(f"--tokenizer {name!r} is unknown; valid: byte, {', '.join(tiktoken.list_encoding_names())}")
+        names = ', '.join(tiktoken.list_encoding_names())
+        raise InputError(f"--tokenizer {name!r} is unknown; valid: byte, {names}")
     except Exception as e:  # tiktoken fetches the BPE file over the network on first use
-        raise InputError(f"--tokenizer {name}: could not load it ({type(e).__name__}); it is downloaded once, "
-                        f"so this needs the internet; use --tokenizer byte offline")
+        raise InputError(f"--tokenizer {name}: could not load it ({type(e).__name__}); it is downloaded "
+                         f"once, so this needs the internet; use --tokenizer byte offline")
 
 
 def model_vocab(n_vocab):
@@ -55,9 +56,10 @@ def model_vocab(n_vocab):
     return (n_vocab + 1 + 63) // 64 * 64
 
 
-# ----------------------------------------------------------------------------- sources: documents, one at a time
+# ----------------------------------------------------------------------------- sources: a document at a time
 
-LOCAL_RECORDS = ('.jsonl', '.jsonl.gz', '.parquet')  # files of records with a text field, read like hf: datasets
+# files of records with a text field, read like hf: datasets
+LOCAL_RECORDS = ('.jsonl', '.jsonl.gz', '.parquet')
 
 
 def documents(source, split='train', text_field='text'):
@@ -87,8 +89,8 @@ def documents(source, split='train', text_field='text'):
         raise InputError(f"--source {source!r} is neither stdlib, shakespeare, hf:NAME, a file nor a folder")
     records = [p for p in paths if p.endswith(LOCAL_RECORDS)]
     if records and len(records) < len(paths):
-        raise InputError(f"--source {source}: mixes record files ({', '.join(LOCAL_RECORDS)}) with other files; "
-                         f"give a folder of one kind")
+        raise InputError(f"--source {source}: mixes record files ({', '.join(LOCAL_RECORDS)}) with other "
+                         f"files; give a folder of one kind")
     for p in paths:
         if records:
             yield from record_documents(p, text_field)
@@ -106,8 +108,9 @@ def record_documents(path, text_field):
             raise InputError(f"{path}: reading parquet needs pyarrow: pip install pyarrow (or datasets)")
         table = pq.ParquetFile(path)
         if text_field not in table.schema_arrow.names:
-            raise InputError(f"{path}: no field {text_field!r} (fields: {', '.join(table.schema_arrow.names)}); "
-                             f"choose one with --text_field")
+            fields = ', '.join(table.schema_arrow.names)
+            raise InputError(f"{path}: no field {text_field!r} (fields: {fields}); choose one with "
+                             f"--text_field")
         for batch in table.iter_batches(columns=[text_field], batch_size=1024):
             yield from (t or '' for t in batch.column(0).to_pylist())
         return
@@ -116,8 +119,8 @@ def record_documents(path, text_field):
             if line.strip():
                 record = json.loads(line)
                 if text_field not in record:
-                    raise InputError(f"{path}, line {n}: no field {text_field!r} (fields: {', '.join(record)}); "
-                                     f"choose one with --text_field")
+                    raise InputError(f"{path}, line {n}: no field {text_field!r} (fields: "
+                                     f"{', '.join(record)}); choose one with --text_field")
                 yield record[text_field]
 
 
@@ -191,13 +194,14 @@ def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, ver
                 break
     if counts['train'] + counts['val'] == 0:
         raise InputError(f"--source {source!r} holds no text")
-    if counts['val'] == 0:  # too few documents to sample (or a cap came first): the last 10% of tokens validate
+    if counts['val'] == 0:  # too few documents to sample (or a cap came first): the last 10% validate
         split_tokens(out_dir, dtype, counts)
     specials = [enc.encode_single_token(s) for s in enc.special_tokens_set]
     meta = dict(source=source, split=split if source.startswith('hf:') else None, text_field=text_field,
                 tokenizer=tokenizer, vocab_size=enc.n_vocab, dtype=np.dtype(dtype).name, eot_id=eot,
-                mask_id=enc.n_vocab, n_ordinary=min(specials), documents=counts['docs'], train_tokens=counts['train'],
-                val_tokens=counts['val'], chunk_bytes=chunk_bytes, peak_chunk_chars=counts['peak_chunk'])
+                mask_id=enc.n_vocab, n_ordinary=min(specials), documents=counts['docs'],
+                train_tokens=counts['train'], val_tokens=counts['val'], chunk_bytes=chunk_bytes,
+                peak_chunk_chars=counts['peak_chunk'])
     with open(os.path.join(out_dir, 'meta.json.tmp'), 'w') as f:
         json.dump(meta, f, indent=1)
     for fname in ('train.bin', 'val.bin', 'meta.json'):  # meta.json last: its presence means "complete"
@@ -249,8 +253,8 @@ class StatusLine:
         seconds = max(time.perf_counter() - self.start, 1e-9)
         tokens = counts['train'] + counts['val']
         eta = f", eta {(self.max_tokens - tokens) * seconds / max(tokens, 1):.0f}s" if self.max_tokens else ""
-        print(f"\r{counts['docs']:,} documents, {tokens:,} tokens, {counts['chars'] / seconds / 1e6:.1f} MB/s{eta}",
-              end='', flush=True)
+        rate = counts['chars'] / seconds / 1e6
+        print(f"\r{counts['docs']:,} documents, {tokens:,} tokens, {rate:.1f} MB/s{eta}", end='', flush=True)
 
 
 # ----------------------------------------------------------------------------- loading and batches
@@ -316,7 +320,7 @@ def eval_batches(tokens, kind, meta, n, batch_size, seq_len, seed=1234):
 
 
 def inspect(data_dir, n_tokens=300):
-    """What a prepared folder holds: meta.json's counts and the first tokens of its validation split, decoded."""
+    """What a prepared folder holds: meta.json's counts and the start of its validation split, decoded."""
     meta, train, val = load(data_dir)
     print(f"{data_dir}: {len(train):,} train and {len(val):,} val tokens ({meta['dtype']}), tokenizer "
           f"{meta['tokenizer']}, source {meta['source']}" + (f" ({meta.get('documents'):,} documents)"
@@ -327,17 +331,17 @@ def inspect(data_dir, n_tokens=300):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description='Tokenize a corpus into data/<name>/ for grow.py.')
-    p.add_argument('--source', default='stdlib', help="stdlib (offline default) | shakespeare | hf:NAME[:CONFIG] "
-                   "(a Hugging Face dataset, streamed; needs datasets) | PATH: a text file, .jsonl, .jsonl.gz, "
-                   ".parquet, or a folder of them")
+    p.add_argument('--source', default='stdlib', help="stdlib (offline default) | shakespeare | "
+                   "hf:NAME[:CONFIG] (a Hugging Face dataset, streamed; needs datasets) | PATH: a text file, "
+                   ".jsonl, .jsonl.gz, .parquet, or a folder of them")
     p.add_argument('--split', default='train', help="hf: the dataset split to read")
-    p.add_argument('--text_field', default='text', help="hf:, .jsonl and .parquet: the field holding the text")
+    p.add_argument('--text_field', default='text', help="hf:, .jsonl, .parquet: the field holding the text")
     p.add_argument('--tokenizer', default='byte', help="byte (offline default) | gpt2 | any tiktoken name")
     p.add_argument('--out_dir', default=None, help="default data/<source>_<tokenizer>")
-    p.add_argument('--max_bytes', type=int, default=None, help="cap the text read, in characters (quick tests)")
+    p.add_argument('--max_bytes', type=int, default=None, help="cap the text read, in characters (tests)")
     p.add_argument('--max_tokens', type=int, default=None, help="cap the tokens written (train and val)")
-    p.add_argument('--inspect', default=None, metavar='DIR', help="check a prepared folder: its counts and the "
-                   "start of its validation split, decoded; prepares nothing")
+    p.add_argument('--inspect', default=None, metavar='DIR', help="check a prepared folder: its counts and "
+                   "the start of its validation split, decoded; prepares nothing")
     args = p.parse_args(argv)
     try:
         if args.inspect:
