@@ -46,7 +46,8 @@ def read_run(folder):
 
 def read_runs(out_dir, methods=None):
     """{method: {seed: run}}: out_dir/<method>/seed<S>/log.jsonl, or out_dir/<method>/log.jsonl (one run,
-    seed None: comparisons written before --seeds). Scratch comes first; every method needs scratch's seeds."""
+    seed None: comparisons written before --seeds). Scratch comes first; every method needs scratch's
+    seeds."""
     found = {}
     for m in methods or sorted(os.listdir(out_dir), key=lambda m: (m != BASELINE, m)):
         folder = os.path.join(out_dir, m)
@@ -102,13 +103,15 @@ def against_scratch(method, seed, run, scratch):
     """One row: a run measured against the scratch run of the same seed (its final loss is L*)."""
     target = scratch['evals'][-1]['val_loss']
     f, t = first_crossing(*curve(run, 'flops'), target), first_crossing(*curve(run, 'time'), target)
-    f_s, t_s = first_crossing(*curve(scratch, 'flops'), target), first_crossing(*curve(scratch, 'time'), target)
+    f_s = first_crossing(*curve(scratch, 'flops'), target)
+    t_s = first_crossing(*curve(scratch, 'time'), target)
     steps = sum(st['steps'] for st in run['stages'])
     row = dict(method=method, seed=seed, final_val_loss=run['evals'][-1]['val_loss'], target_loss=target,
                diff_to_scratch=run['evals'][-1]['val_loss'] - target, flops_total=run['evals'][-1]['flops'],
                flops_to_target=f, time_to_target=t, flops_saved=None if f is None else 1 - f / f_s,
                time_saved=None if t is None or not t_s else 1 - t / t_s,
-               mean_depth=sum(st['mean_depth'] * st['steps'] for st in run['stages']) / steps if steps else None)
+               mean_depth=sum(st['mean_depth'] * st['steps'] for st in run['stages']) / steps if steps
+               else None)
     for q in QUARTERS:  # equal-compute checkpoints: the loss at a share of scratch's FLOPs
         row[f'loss_at_{q}pct'] = loss_at(*curve(run, 'flops'), q / 100 * scratch['evals'][-1]['flops'])
     return row
@@ -182,19 +185,24 @@ def write(summary, per_seed, out_dir, jobs=None):
 
 def table(summary, per_seed, jobs):
     targets = [r['target_loss'] for r in per_seed if r['method'] == BASELINE]
+    spread = f" (sd {mean_sd(targets)[1]:.4f})" if len(targets) > 1 else ""
+    quarters = ' '.join(f"{f'loss@{q}%':>9}" for q in QUARTERS)
     lines = ["target L* = scratch's final validation loss of the same seed: " +
-             ', '.join(f"{t:.4f}" for t in targets) + (f" (sd {mean_sd(targets)[1]:.4f})" if len(targets) > 1 else ""),
+             ', '.join(f"{t:.4f}" for t in targets) + spread,
              f"{'method':<12} {'final loss':>17} {'vs scratch (95% CI)':>19} {'verdict':>12} {'reached':>8} "
-             f"{'FLOPs saved':>14} {'time saved':>14} {'depth':>6} " + ' '.join(f"{f'loss@{q}%':>9}" for q in QUARTERS)]
+             f"{'FLOPs saved':>14} {'time saved':>14} {'depth':>6} " + quarters]
     for r in summary:
         vs = '-' if r['method'] == BASELINE else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
-        lines.append(f"{r['method']:<12} {pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f'):>17} {vs:>19} "
+        final = pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f')
+        lines.append(f"{r['method']:<12} {final:>17} {vs:>19} "
                      f"{r['verdict']:>12} {r['reached']:>5}/{r['seeds']:<2} "
                      f"{pm(r['flops_saved'], r['flops_saved_sd'], '.1%'):>14} "
-                     f"{pm(r['time_saved'], r['time_saved_sd'], '.1%'):>14} {pm(r['mean_depth'], None, '.2f'):>6} " +
+                     f"{pm(r['time_saved'], r['time_saved_sd'], '.1%'):>14} "
+                     f"{pm(r['mean_depth'], None, '.2f'):>6} " +
                      ' '.join(f"{pm(r[f'loss_at_{q}pct'], None, '.4f'):>9}" for q in QUARTERS))
-    lines.append("FLOPs and time saved: mean +- sd over the seeds that reached L* (reached k/N); loss@x%: mean loss "
-                 "at x% of scratch's FLOPs. Time columns compare only runs made with the same --jobs" +
+    lines.append("FLOPs and time saved: mean +- sd over the seeds that reached L* (reached k/N); loss@x%: "
+                 "mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the same "
+                 "--jobs" +
                  (f" (these: --jobs {jobs})." if jobs else "."))
     return '\n'.join(lines)
 
@@ -307,7 +315,8 @@ def sweep_methods(sweep):
 
 
 def sweep_table(sweep):
-    """FLOPs saved (mean +- sd over the seeds that reached L*, with k/N) per method and budget, as Markdown."""
+    """FLOPs saved (mean +- sd over the seeds that reached L*, with k/N) per method and budget, as
+    Markdown."""
     methods = sweep_methods(sweep)
     lines = ['| method | ' + ' | '.join(f"{tpp:.1f} tokens/param" for tpp, _ in sweep) + ' |',
              '|' + '---|' * (len(sweep) + 1)]
@@ -336,8 +345,10 @@ def sweep_plot(sweep, path):
         xs, ys = [tpp * shift for tpp, _ in pts], [100 * r['flops_saved'] for _, r in pts]
         err = [100 * (r['flops_saved_sd'] or 0) for _, r in pts]
         bars = ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=m)
-        missed = [(tpp * shift, r) for tpp, rows in sweep for r in rows if r['method'] == m and not r['reached']]
-        ax.plot([x for x, _ in missed], [0] * len(missed), 'x', ms=8, color=bars[0].get_color())  # no seed reached L*
+        missed = [(tpp * shift, r) for tpp, rows in sweep for r in rows
+                  if r['method'] == m and not r['reached']]
+        # an x at 0 where no seed reached L*
+        ax.plot([x for x, _ in missed], [0] * len(missed), 'x', ms=8, color=bars[0].get_color())
         for x, y, r in [(x, y, r) for x, y, (_, r) in zip(xs, ys, pts)] + [(x, 0, r) for x, r in missed]:
             if r['reached'] < r['seeds']:
                 ax.annotate(f"{r['reached']}/{r['seeds']}", (x, y), textcoords='offset points', xytext=(4, 4),
@@ -361,9 +372,9 @@ def sweep_plot(sweep, path):
 
 def compare_methods(args, request=None):
     """--compare: every method with the same target, data, evaluation batches, budget and LR schedule shape,
-    for --seeds seeds (seed, seed+1, ...), each run in out_dir/<method>/seed<S>, up to --jobs at once; then the
-    table of compare.py and its plots. A run already in its folder with the same flags is resumed (a finished
-    one is only evaluated again), so an interrupted comparison continues where it stopped."""
+    for --seeds seeds (seed, seed+1, ...), each run in out_dir/<method>/seed<S>, up to --jobs at once; then
+    the table of compare.py and its plots. A run already in its folder with the same flags is resumed (a
+    finished one is only evaluated again), so an interrupted comparison continues where it stopped."""
     if os.path.isdir(args.compare):  # a finished comparison: report again, train nothing
         out_dir, methods, jobs = args.compare, None, previous_jobs(args.compare)
     else:
@@ -456,9 +467,9 @@ def run_in_parallel(runs, args, request):
                 failed += [(sub, child.returncode)] if child.returncode else []
         time.sleep(0.2)
     if request.signum:
-        raise grow.Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name}; every run "
-                                               f"kept its checkpoint: the same --compare command continues where "
-                                               f"they stopped")
+        name = signal.Signals(request.signum).name
+        raise grow.Interrupted(request.signum, f"stopped by {name}; every run kept its checkpoint: the same "
+                                               f"--compare command continues where they stopped")
     if failed:
         sub, status = failed[0]
         raise grow.RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see its "
@@ -475,8 +486,8 @@ def previous_jobs(out_dir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="A budget sweep: the FLOPs each method saves against tokens per "
-                                "parameter, from comparisons (python grow.py --compare ...) of one setting at "
-                                "several --max_steps.")
+                                "parameter, from comparisons (python grow.py --compare ...) of one setting "
+                                "at several --max_steps.")
     p.add_argument('out_dirs', nargs='+', help='comparison folders, one per budget')
     p.add_argument('--plot', default='budget_sweep.png', help='where the plot goes (default: %(default)s)')
     args = p.parse_args(argv)
