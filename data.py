@@ -156,8 +156,7 @@ def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, ver
     Streamed: documents are read in chunks of about `chunk_bytes` of text, tokenized in parallel (tiktoken's
     batch encoding on threads) and appended to the .bin files, so memory stays bounded whatever the corpus.
     Validation: every 10th document (a sample of the whole corpus, not its tail) until it holds `val_tokens`,
-    then every document trains; when that gives none (fewer than 10 documents, or --max_tokens reached first),
-    the last 10% of the tokens instead.
+    then every document trains; with none (under 10 documents, or --max_tokens first), the last 10% of tokens.
     Files are written as .tmp and renamed at the end, meta.json last: an interrupted preparation leaves no
     meta.json (the folder is not a corpus) and running it again starts afresh."""
     name = source if source in ('stdlib', 'shakespeare') else \

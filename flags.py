@@ -44,8 +44,8 @@ class Method:
     check: Callable = None    # its own validation of (args, stages): raises InputError
 
     @property
-    def grows(self):  # the baseline trains the target from the first step: no stage, no growth flag applies
-        return len(self.stages(12)) > 1
+    def grows(self):  # the baseline trains the target from the first step: no stage starts later
+        return bool(self.stage_at)
 
 
 def check_paths(args, n_blocks):
