@@ -24,7 +24,9 @@ import time
 
 import torch
 
+import data
 import grow
+import runtime
 from data import InputError
 from flags import (BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule,
                    to_argv)
@@ -384,7 +386,7 @@ def compare_methods(args, request=None):
                 print(f"=== {sub.method}, seed {sub.seed} -> {sub.out_dir}")
                 grow.train(sub, request)
         else:
-            run_in_parallel(runs, args, request or grow.StopRequest())
+            run_in_parallel(runs, args, request or runtime.StopRequest())
         out_dir, methods, jobs = args.out_dir, list(dict.fromkeys(sub.method for sub in runs)), args.jobs
     try:
         summary, per_seed, curves = report(out_dir, methods)
@@ -418,7 +420,7 @@ def comparison_runs(args):
             for draws, names in DRAW_FLAGS.items():  # (what another method draws per step does not apply)
                 for k in names if METHODS[m].draws != draws else ():
                     setattr(sub, k, None)
-            schedule(sub, model_config(sub, grow.load_data(sub.data)[0]))
+            schedule(sub, model_config(sub, data.load(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
                 saved = grow.read_checkpoint(sub.out_dir)[0]['args']
                 differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
@@ -437,7 +439,7 @@ def run_in_parallel(runs, args, request):
     """--jobs J > 1: J runs at once, each `python grow.py` in a process (and session) of its own, its output
     in its folder's train.log. On CPU each gets its share of the cores (threads), so that J runs do not
     oversubscribe them; on CUDA each gets one visible GPU. A stop request is passed on to every run."""
-    cuda = grow.pick_device(args) == 'cuda'
+    cuda = runtime.pick_device(args) == 'cuda'
     jobs = min(args.jobs, torch.cuda.device_count()) if cuda else args.jobs
     threads = max(1, len(os.sched_getaffinity(0)) // jobs) if hasattr(os, 'sched_getaffinity') else 1
     print(f"--jobs {jobs}: " + ("one GPU each" if cuda else f"{threads} thread{'s' * (threads > 1)} each"))
@@ -468,12 +470,13 @@ def run_in_parallel(runs, args, request):
         time.sleep(0.2)
     if request.signum:
         name = signal.Signals(request.signum).name
-        raise grow.Interrupted(request.signum, f"stopped by {name}; every run kept its checkpoint: the same "
-                                               f"--compare command continues where they stopped")
+        raise runtime.Interrupted(request.signum, f"stopped by {name}; every run kept its checkpoint: the "
+                                                  f"same --compare command continues where they stopped")
     if failed:
         sub, status = failed[0]
-        raise grow.RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see its "
-                                      f"train.log); the same --compare command continues the comparison")
+        raise runtime.RunStopped(status, f"the run in {sub.out_dir} stopped with exit status {status} (see "
+                                         f"its train.log); the same --compare command continues the "
+                                         f"comparison")
 
 
 def previous_jobs(out_dir):

@@ -23,6 +23,7 @@ import torch
 
 SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 EOT = '<|endoftext|>'
+DEFAULT = os.path.join('data', 'stdlib_byte')  # grow.py's --data: prepared offline on first use
 
 
 class InputError(Exception):
@@ -259,8 +260,19 @@ class StatusLine:
 # ----------------------------------------------------------------------------- loading and batches
 
 def load(data_dir):
-    """(meta, train memmap, val memmap) of a prepared folder, with every inconsistency named."""
+    """(meta, train memmap, val memmap) of a prepared folder, with every inconsistency named. The default
+    folder is prepared on first use (offline: stdlib + byte)."""
     meta_path = os.path.join(data_dir, 'meta.json')
+    if data_dir == DEFAULT and not os.path.isfile(meta_path):
+        print(f"{data_dir} not found: preparing it (stdlib .py files, byte tokenizer, offline)")
+        prepare('stdlib', 'byte', data_dir, verbose=False)
+    elif os.path.isfile(data_dir):  # a corpus file given where its prepared folder belongs
+        name = os.path.join('data', os.path.basename(os.path.normpath(data_dir)) + '_byte')
+        raise InputError(f"--data {data_dir} is a file; --data takes a folder prepared by data.py: run "
+                         f"`python data.py --source {data_dir}` (it writes {name}), then --data {name}")
+    elif not os.path.isdir(data_dir):
+        raise InputError(f"--data {data_dir}: no such folder; prepare one with `python data.py --source TEXT "
+                         f"--out_dir {data_dir}`")
     if not os.path.isfile(meta_path):
         raise InputError(f"--data {data_dir}: no meta.json there; prepare it with `python data.py`")
     with open(meta_path) as f:

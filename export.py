@@ -13,6 +13,7 @@ import shutil
 
 import torch
 
+import data
 import grow
 from data import InputError
 from flags import evaluation_depth
@@ -40,7 +41,7 @@ def export_hf(args):
     model, ckpt = grow.checkpoint_model(args)
     at = evaluation_depth(args, model.cfg)  # Apollo's shared blocks are written out at depth L
     depth, layer_map = at['depth'], at['layer_map']
-    meta = ckpt.get('meta') or grow.load_data(args.data)[0]  # (checkpoints of earlier versions lack it)
+    meta = ckpt.get('meta') or data.load(args.data)[0]  # (checkpoints of earlier versions lack it)
     meta = {k: meta[k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
     try:
         hf = to_hf(model, depth, layer_map, meta)

@@ -6,7 +6,6 @@ bad input is one line naming the flag and what would be valid.
 """
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -90,7 +89,7 @@ DRAW_FLAGS = {'depth': ('sampling', 'layer_map', 'sample_per', 'shared_lr')}
 
 # --grow's dimensions, each with the flag of its per-stage fractions and the target size it scales
 DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'), 'length': ('seq_stages', 'block_size')}
-DEFAULT_DATA = os.path.join('data', 'stdlib_byte')
+DEFAULT_DATA = data.DEFAULT
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
 # (--lr too: after a divergence, lower it and resume from the last good checkpoint; README says so)
 RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
@@ -405,6 +404,22 @@ def dim_fractions(args, cfg, n_blocks):
 def depth_sampling(args):
     """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods."""
     return args.sampling or METHODS[args.method].defaults.get('sampling'), args.layer_map or 'interpolate'
+
+
+def stage_lines(args, stages, depth_op):
+    """One line per stage: where it starts on the run's clock, its model and batch, and how it grows."""
+    sampling, layer_map = depth_sampling(args)
+    lines = []
+    for i, st in enumerate(stages):
+        where = f"step {st['start']}" if args.budget == 'steps' else \
+            f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
+        lines.append(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd {st['n_embd']}, "
+                     f"d_ff {st['d_ff']}, T {st['seq']}" +
+                     (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "") +
+                     f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
+                     (f", random paths of {st['path']} layers" if st['path'] else "") +
+                     (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
+    return lines
 
 
 def evaluation_depth(args, cfg):

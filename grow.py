@@ -16,26 +16,24 @@ import math
 import os
 import signal
 import sys
-import threading
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import flags
 from data import InputError
-from flags import (DEFAULT_DATA, METHODS, depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
+from flags import (depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
                    schedule, shared_lr_scales, stage_of)
 from model import (Config, Transformer, deepen, draw_depth, growth_map, micro_batch_flops, num_params,
                    random_path, tile, widen)
+from runtime import (Diverged, Interrupted, RunStopped, Runtime, StopRequest, all_sum, check_memory,
+                     Stopwatch, compiled_graphs, leave_process_group, out_of_memory, peak_flops, pick_device,
+                     start_runtime)
 
-# bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
-PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
 # what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
@@ -77,7 +75,7 @@ def train(args, request=None):
             depth = depths[micro % len(depths)]
             x, y = run.batches.next(stage['batch'], stage['seq'])
             flops += micro_batch_flops(model.cfg, depth, stage, y)
-            x, y = to_device(rt, x, y)
+            x, y = rt.put(x, y)
             # DDP averages the gradients across ranks once per step, on the last micro-batch
             sync = not rt.ddp or micro == args.grad_accum - 1
             with nullcontext() if sync else net.no_sync(), rt.autocast():
@@ -109,7 +107,7 @@ class Run:
     and optimizer of the current stage, the data, the counters and the log. The loop's helpers take the
     run."""
     args: argparse.Namespace
-    rt: 'Runtime'
+    rt: Runtime
     cfg: Config
     stages: list              # the schedule (flags.schedule): each stage's shape and start on the clock
     depth_op: str             # how depth grows at a stage boundary (None: it does not)
@@ -122,7 +120,7 @@ class Run:
     sampler: np.random.Generator = None  # Apollo's depths and RaPTr's paths: seeded alike on every rank
     progress: 'Progress' = None
     log: 'Log' = None
-    watch: 'Stopwatch' = None
+    watch: Stopwatch = None
     step_tokens: int = 0      # tokens per optimizer step, all ranks: the same in every stage
     val_loss: float = None
     ran: list = field(default_factory=list)    # every executed depth (tests and the summary)
@@ -133,7 +131,11 @@ def start(args):
     """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state
     of the checkpoint, with --resume), announced."""
     rt = start_runtime(args)
-    corpus = load_data(args.data, rt)
+    if rt.ddp and not rt.master:  # rank 0 prepares the default corpus first
+        dist.barrier()
+    corpus = data.load(args.data)
+    if rt.ddp and rt.master:
+        dist.barrier()
     cfg = model_config(args, corpus[0])
     stages, depth_op = schedule(args, cfg)
     check_memory(args, rt, cfg)
@@ -164,31 +166,14 @@ def finish(run, request, done):
             sample.show_sample(run.model, run.corpus[0], args, run.corpus[2])
     if rt.ddp:
         leave_process_group()
-    if not done:
-        stopped_early(args, rt, request, progress)
+    if not done:  # (--stop_at or a signal) say how to continue
+        resume = f"continue with: python grow.py --resume --out_dir {args.out_dir}"
+        if request.signum:
+            raise Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name} after step "
+                                              f"{progress.step} with a checkpoint; {resume}")
+        rt.say(f"stopped at step {progress.step}; {resume}")
     return dict(step=progress.step, val_loss=run.val_loss, flops=progress.flops, tokens=progress.tokens,
                 model=run.model, depths=run.ran, paths=run.paths, graphs=compiled_graphs(args))
-
-
-def leave_process_group():
-    """Under torchrun, every rank leaves together. A rank used to leave as soon as its last collective
-    returned, while rank 0 was still writing the final checkpoint. gloo has no shutdown, and a group that a
-    DDP wrapper has used stays alive past destroy_process_group (its worker threads, its TCP loop and rank 0's
-    store thread were measured still running after it), so the rank that left first tore its connections
-    down at exit under a peer that still held them live: the likely cause of the rare SIGABRT at the end of a
-    DDP test ("terminate called without an active exception"). The barrier holds every rank until all have
-    finished, so none leaves while another is still working."""
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def stopped_early(args, rt, request, progress):
-    """A run that stopped before its budget (--stop_at or a signal) says how to continue it."""
-    resume = f"continue with: python grow.py --resume --out_dir {args.out_dir}"
-    if request.signum:
-        raise Interrupted(request.signum, f"stopped by {signal.Signals(request.signum).name} after step "
-                                          f"{progress.step} with a checkpoint; {resume}")
-    rt.say(f"stopped at step {progress.step}; {resume}")
 
 
 @dataclass
@@ -212,24 +197,6 @@ class Progress:
 
 
 @dataclass
-class Stopwatch:
-    """Wall time spent training: read (`lap`) before an evaluation, a checkpoint or a growth, restarted after.
-    On CUDA it synchronises first: kernels are queued, so the time is only honest once they have run."""
-    cuda: bool
-    mark: float = field(default_factory=time.perf_counter)
-
-    def lap(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        seconds, self.mark = now - self.mark, now
-        return seconds
-
-    def restart(self):
-        self.mark = time.perf_counter()
-
-
-@dataclass
 class Window:
     """The counters at the last train log line, and the depths run since: the log line's rates."""
     time: float
@@ -240,96 +207,6 @@ class Window:
     @staticmethod
     def at(progress):
         return Window(progress.train_time, progress.tokens, progress.flops)
-
-
-@dataclass
-class Runtime:
-    """Where the run executes: the device, the autocast dtype and, under torchrun, this process's rank."""
-    device: str
-    dtype: str
-    rank: int = 0
-    world: int = 1
-    unused: bool = False  # some parameters may get no gradient in a step (RaPTr's skipped layers)
-
-    @property
-    def ddp(self):
-        return self.world > 1
-
-    @property
-    def master(self):  # rank 0 alone prints, logs and writes checkpoints
-        return self.rank == 0
-
-    def autocast(self):
-        if self.dtype != 'bfloat16':
-            return nullcontext()
-        return torch.autocast(self.device, dtype=torch.bfloat16)
-
-    def say(self, *text):
-        if self.master:
-            print(*text)
-
-    def wrap(self, model):
-        """DDP's wrapper (rebuilt after every growth: new parameters); it broadcasts rank 0's weights."""
-        if not self.ddp:
-            return model
-        # RaPTr's skipped layers get no gradient in a step: DDP must not wait for them
-        return DDP(model, device_ids=[torch.cuda.current_device()] if self.device == 'cuda' else None,
-                   find_unused_parameters=self.unused)
-
-
-class StopRequest:
-    """SIGTERM (what SLURM, preemptible clouds and `kill` send) and SIGINT (Ctrl-C) ask the run to stop: the
-    current optimizer step finishes, a checkpoint is written, and grow.py exits with the resume command. A
-    second SIGINT exits at once. The handlers exist only inside `with StopRequest()` (and only in the main
-    thread)."""
-
-    def __init__(self):
-        self.signum, self.saved = 0, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.saved = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.saved.items():
-            signal.signal(s, handler)
-
-    def handle(self, signum, frame):
-        if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C
-        self.signum = signum
-
-    def agreed(self, rt):
-        """Stop now? Under torchrun every rank stops at the same step if any rank was asked to."""
-        if rt.ddp:  # (every rank must join the collective, asked or not)
-            asked = all_sum(self.signum, device=rt.device)[0]
-            self.signum = self.signum or (signal.SIGTERM if asked else 0)
-        return bool(self.signum)
-
-
-class RunStopped(Exception):
-    """A run that ends before its budget: grow.py prints the message and exits with `status`."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-
-
-class Diverged(RunStopped):
-    """The loss, the gradient norm or the weights stopped being finite: the run stops (exit status 3) and its
-    last good checkpoint stays."""
-
-    def __init__(self, message):
-        super().__init__(3, message)
-
-
-class Interrupted(RunStopped):
-    """A stop request ended the run at the end of a step, with a checkpoint (exit status 128 + the signal)."""
-
-    def __init__(self, signum, message):
-        super().__init__(128 + signum, message)
-        self.signum = signum
 
 
 # ----------------------------------------------------------------------------- helpers of the loop
@@ -357,96 +234,19 @@ def read_checkpoint(out_dir, say=print):
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
-        if not os.path.isfile(prev):
-            why = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
-            raise InputError(f"{path} cannot be read ({why}); it is damaged and there is no ckpt.prev.pt to "
-                             f"fall back to: start the run again")
+        why = f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
         try:
             ckpt = torch.load(prev, map_location='cpu', weights_only=False)
         except Exception:
-            raise InputError(f"{path} and {prev} cannot be read (both damaged): start the run again")
-        say(f"warning: {path} cannot be read ({type(e).__name__}); resuming from the checkpoint before it, "
-            f"{prev}")
+            raise InputError(f"{why}; it is damaged and there is no readable ckpt.prev.pt to fall back to: "
+                             f"start the run again")
+        say(f"warning: {why}; resuming from the checkpoint before it, {prev}")
         path = prev
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
                          f"start the run again")
     return ckpt, path
-
-
-def pick_device(args):
-    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
-    return device
-
-
-def start_runtime(args):
-    """The device and dtype; under torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK) the process group, as in
-    nanoGPT: NCCL on CUDA, gloo on CPU."""
-    device = pick_device(args)
-    dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if device == 'cuda' else 'float32')
-    rt = Runtime(device, dtype)
-    if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
-        dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
-        rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(),
-                     unused=METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers get no gradient)
-        if device == 'cuda':
-            torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
-    if device == 'cuda':  # TF32 for the float32 matmuls that autocast leaves
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if args.eval_batches < rt.world:
-        raise InputError(f"--eval_batches {args.eval_batches}: DDP splits them over {rt.world} processes; "
-                         f"give at least {rt.world}")
-    return rt
-
-
-def check_memory(args, rt, cfg):
-    """Refuse a micro-batch whose activations cannot fit (one line, before anything is allocated): a shape
-    that does not fit would otherwise swap the machine to a halt (CPU) or fail deep inside torch (CUDA). The
-    estimate is a floor: about 16 stored values per token, width and layer (Korthikanti et al. 2022 count 17
-    in 16 bits, with attention scores on top where no fused kernel runs), and the float32 logits with their
-    gradient."""
-    tokens = args.batch_size * cfg.block_size
-    width = 2 if rt.dtype == 'bfloat16' else 4
-    need = tokens * (16 * cfg.n_layer * cfg.n_embd * width + 2 * cfg.vocab_size * 4)
-    have = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if rt.device == 'cuda' \
-        else os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-    if need > have:
-        raise InputError(f"--batch_size {args.batch_size} x --block_size {cfg.block_size}: one micro-batch "
-                         f"needs at least {need / 2 ** 30:.0f} GiB of activations and this {rt.device} has "
-                         f"{have / 2 ** 30:.0f} GiB; lower them (raise --grad_accum to keep the tokens per "
-                         f"step)")
-
-
-def out_of_memory(error, args):
-    """The line for a step that ran out of memory anyway (the estimate is a floor): what to lower, and that
-    the last checkpoint is intact (it is written atomically)."""
-    return (f"out of memory ({str(error).splitlines()[0][:80]}): lower --batch_size or --block_size (raise "
-            f"--grad_accum to keep the tokens per step); the last checkpoint, if any, stays in "
-            f"{args.out_dir}")
-
-
-def load_data(path, rt=None):
-    """The prepared corpus; the default one is prepared on first use (offline: stdlib + byte), by rank 0
-    first."""
-    ddp = rt is not None and rt.ddp
-    if ddp and not rt.master:
-        dist.barrier()
-    if path == DEFAULT_DATA and not os.path.isfile(os.path.join(path, 'meta.json')):
-        print(f"{path} not found: preparing it (stdlib .py files, byte tokenizer, offline)")
-        data.prepare('stdlib', 'byte', path, verbose=False)
-    elif os.path.isfile(path):  # a corpus file given where its prepared folder belongs
-        name = os.path.join('data', os.path.basename(os.path.normpath(path)) + '_byte')
-        raise InputError(f"--data {path} is a file; --data takes a folder prepared by data.py: run "
-                         f"`python data.py --source {path}` (it writes {name}), then --data {name}")
-    elif not os.path.isdir(path):
-        raise InputError(f"--data {path}: no such folder; prepare one with `python data.py --source TEXT "
-                         f"--out_dir {path}`")
-    if ddp and rt.master:
-        dist.barrier()
-    return data.load(path)
 
 
 def start_or_resume(run):
@@ -506,33 +306,16 @@ def compile_blocks(model, stage, probe, rt):
         loss_and_grad_norm(model, (x, y), rt, pool=stage['pool'])
 
 
-def compiled_graphs(args):
-    return torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None
-
-
 def describe(run):
     """What is about to train: the target, and each stage's model, where it starts and how it grows."""
     args, rt, cfg, stages, depth_op = run.args, run.rt, run.cfg, run.stages, run.depth_op
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
-    # the thread count is part of what a CPU run reproduces: other threads, other sums, other losses
-    threads = torch.get_num_threads()
-    on = f"{rt.device} ({rt.dtype}" + (f", {threads} thread{'s' * (threads > 1)}" if rt.device == 'cpu'
-                                        else "")
     rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd "
-           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {on})" +
-           (f" x {rt.world} processes" if rt.ddp else "") +
-           f", {args.max_steps} steps of {run.step_tokens:,} tokens")
-    sampling, layer_map = depth_sampling(args)
-    for i, st in enumerate(stages if len(stages) > 1 else []):
-        where = f"step {st['start']}" if args.budget == 'steps' else \
-            f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
-        rt.say(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd {st['n_embd']}, "
-               f"d_ff {st['d_ff']}, T {st['seq']}" +
-               (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "")
-               + f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
-               (f", random paths of {st['path']} layers" if st['path'] else "") +
-               (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
+           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {args.max_steps} steps of "
+           f"{run.step_tokens:,} tokens")
+    for line in flags.stage_lines(args, stages, depth_op) if len(stages) > 1 else []:
+        rt.say(line)
 
 
 def evaluate_and_save(run):
@@ -684,13 +467,6 @@ def draw_depths(run, stage):
     return [draw_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
 
 
-def to_device(rt, x, y):
-    """A micro-batch on the run's device; on CUDA from pinned memory, so the copy overlaps the kernels."""
-    if rt.device == 'cuda':
-        x, y = x.pin_memory(), y.pin_memory()
-    return x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-
-
 def agree(rt, loss_sum, norm, flops):
     """(apply this step?, its FLOPs over all ranks): a step is applied only when its loss and gradient norm
     are finite (the check waits for the device: a NaN must not land). Under DDP every rank skips alike and
@@ -746,13 +522,6 @@ def stuck_at(run, lr=None):
             f"(allowed with --resume), --rewarmup N after growth, or --opt_state reset")
 
 
-def all_sum(*values, device):
-    """DDP: each value summed over all ranks."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def stage_summary(run):
     """One record per finished stage: how often each depth ran and the mean executed depth."""
     progress = run.progress
@@ -794,13 +563,6 @@ class Log:
             with open(self.path, 'a') as f:
                 f.write(json.dumps(record) + '\n')
         return record
-
-
-def peak_flops(device):
-    if device != 'cuda':
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_FLOPS if k in name), None)
 
 
 def human(n):

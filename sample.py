@@ -15,6 +15,7 @@ import torch
 
 import data
 import grow
+import runtime
 from data import InputError
 from flags import evaluation_depth
 
@@ -34,8 +35,8 @@ def main(argv=None):
 def sample_checkpoint(args):
     """--resume --sample: what the checkpoint of out_dir learned, at the evaluation depth; trains nothing."""
     model, ckpt = grow.checkpoint_model(args)
-    val_tokens = None if args.prompt or model.cfg.kind == 'gpt' else grow.load_data(args.data)[2]
-    return show_sample(model.to(grow.pick_device(args)), ckpt['meta'], args, val_tokens)
+    val_tokens = None if args.prompt or model.cfg.kind == 'gpt' else data.load(args.data)[2]
+    return show_sample(model.to(runtime.pick_device(args)), ckpt['meta'], args, val_tokens)
 
 
 @torch.no_grad()

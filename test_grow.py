@@ -23,6 +23,7 @@ import data
 import flags
 import export
 import grow
+import runtime
 import sample
 from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, random_path, rotate,
                    draw_depth, widen)
@@ -67,7 +68,7 @@ def assert_resumes(corpus, tmp_path, argv, stop_at):
     assert records(tmp_path / 'full', 'train')  # (not two empty logs)
 
 
-CPU = grow.Runtime('cpu', 'float32')
+CPU = runtime.Runtime('cpu', 'float32')
 
 
 # the model options beside the defaults: every growth guarantee must hold under each of them
@@ -200,15 +201,15 @@ def ddp_stop_worker(rank, world, port, argv, out):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1',
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    agreed, calls = grow.StopRequest.agreed, []
+    agreed, calls = runtime.StopRequest.agreed, []
 
     def asked_on_rank_1(self, rt):
         calls.append(1)
         if rank == 1 and len(calls) == 4:  # checked before steps 1, 2, 3, then 4
             self.signum = signal.SIGTERM
         return agreed(self, rt)
-    grow.StopRequest.agreed = asked_on_rank_1
-    with pytest.raises(grow.Interrupted):
+    runtime.StopRequest.agreed = asked_on_rank_1
+    with pytest.raises(runtime.Interrupted):
         grow.train(grow.parse_args(argv))
     with open(os.path.join(out, f'stopped{rank}.json'), 'w') as f:
         json.dump(len(calls), f)
@@ -775,7 +776,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(capsys, corpus, tmp_path
 
 
 def test_evaluation_counts_the_tokens_predicted_right():
-    rt = grow.Runtime('cpu', 'float32')
+    rt = runtime.Runtime('cpu', 'float32')
     bert_y = torch.tensor([[-100, 3, -100, 5]])  # BERT's logits are those of the masked positions only
     assert grow.evaluate(FixedPredictions(torch.tensor([3, 7])), [(bert_y, bert_y)], rt) == (2.0, 0.5)
     gpt_y = torch.tensor([[1, 2, 3]])  # GPT's: every position
@@ -793,10 +794,10 @@ def test_a_nonfinite_evaluation_keeps_the_last_checkpoint(capsys, corpus, tmp_pa
 
 
 def test_a_second_ctrl_c_exits_at_once():
-    request = grow.StopRequest()
+    request = runtime.StopRequest()
     request.handle(signal.SIGTERM, None)
     assert request.signum == signal.SIGTERM  # the first asks for a checkpoint at the end of the step
-    request = grow.StopRequest()
+    request = runtime.StopRequest()
     request.handle(signal.SIGINT, None)
     with pytest.raises(KeyboardInterrupt):
         request.handle(signal.SIGINT, None)

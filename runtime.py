@@ -1,0 +1,228 @@
+"""
+Where a run executes: the device and its autocast dtype, torchrun's processes (DDP), the memory a micro-batch
+needs, and the signals that ask a run to stop. grow.py holds the training; this file holds the machine under
+it, so that the loop reads as nanoGPT's and bench.py can time a step on the same runtime without the loop.
+"""
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from data import InputError
+from flags import METHODS
+
+# bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
+
+
+# ----------------------------------------------------------------------------- the device and the processes
+
+@dataclass
+class Runtime:
+    """Where the run executes: the device, the autocast dtype and, under torchrun, this process's rank."""
+    device: str
+    dtype: str
+    rank: int = 0
+    world: int = 1
+    unused: bool = False  # some parameters may get no gradient in a step (RaPTr's skipped layers)
+
+    @property
+    def ddp(self):
+        return self.world > 1
+
+    @property
+    def master(self):  # rank 0 alone prints, logs and writes checkpoints
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype != 'bfloat16':
+            return nullcontext()
+        return torch.autocast(self.device, dtype=torch.bfloat16)
+
+    def __str__(self):
+        # the thread count is part of what a CPU run reproduces: other threads, other sums, other losses
+        threads = torch.get_num_threads()
+        how = self.dtype + (f", {threads} thread{'s' * (threads > 1)}" if self.device == 'cpu' else "")
+        return f"{self.device} ({how})" + (f" x {self.world} processes" if self.ddp else "")
+
+    def say(self, *text):
+        if self.master:
+            print(*text)
+
+    def put(self, x, y):
+        """A micro-batch on the device; on CUDA from pinned memory, so the copy overlaps the kernels."""
+        if self.device == 'cuda':
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def wrap(self, model):
+        """DDP's wrapper (rebuilt after every growth: new parameters); it broadcasts rank 0's weights."""
+        if not self.ddp:
+            return model
+        # RaPTr's skipped layers get no gradient in a step: DDP must not wait for them
+        return DDP(model, device_ids=[torch.cuda.current_device()] if self.device == 'cuda' else None,
+                   find_unused_parameters=self.unused)
+
+
+def pick_device(args):
+    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+    return device
+
+
+def start_runtime(args):
+    """The device and dtype; under torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK) the process group, as in
+    nanoGPT: NCCL on CUDA, gloo on CPU."""
+    device = pick_device(args)
+    dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if device == 'cuda' else 'float32')
+    rt = Runtime(device, dtype)
+    if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
+        rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(),
+                     unused=METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers get no gradient)
+        if device == 'cuda':
+            torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
+    if device == 'cuda':  # TF32 for the float32 matmuls that autocast leaves
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if args.eval_batches < rt.world:
+        raise InputError(f"--eval_batches {args.eval_batches}: DDP splits them over {rt.world} processes; "
+                         f"give at least {rt.world}")
+    return rt
+
+
+def all_sum(*values, device):
+    """DDP: each value summed over all ranks."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def leave_process_group():
+    """Under torchrun, every rank leaves together. A rank used to leave as soon as its last collective
+    returned, while rank 0 was still writing the final checkpoint. gloo has no shutdown, and a group that a
+    DDP wrapper has used stays alive past destroy_process_group (its worker threads, its TCP loop and rank 0's
+    store thread were measured still running after it), so the rank that left first tore its connections
+    down at exit under a peer that still held them live: the likely cause of the rare SIGABRT at the end of a
+    DDP test ("terminate called without an active exception"). The barrier holds every rank until all have
+    finished, so none leaves while another is still working."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def check_memory(args, rt, cfg):
+    """Refuse a micro-batch whose activations cannot fit (one line, before anything is allocated): a shape
+    that does not fit would otherwise swap the machine to a halt (CPU) or fail deep inside torch (CUDA). The
+    estimate is a floor: about 16 stored values per token, width and layer (Korthikanti et al. 2022 count 17
+    in 16 bits, with attention scores on top where no fused kernel runs), and the float32 logits with their
+    gradient."""
+    tokens = args.batch_size * cfg.block_size
+    width = 2 if rt.dtype == 'bfloat16' else 4
+    need = tokens * (16 * cfg.n_layer * cfg.n_embd * width + 2 * cfg.vocab_size * 4)
+    have = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if rt.device == 'cuda' \
+        else os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    if need > have:
+        raise InputError(f"--batch_size {args.batch_size} x --block_size {cfg.block_size}: one micro-batch "
+                         f"needs at least {need / 2 ** 30:.0f} GiB of activations and this {rt.device} has "
+                         f"{have / 2 ** 30:.0f} GiB; lower them (raise --grad_accum to keep the tokens per "
+                         f"step)")
+
+
+def out_of_memory(error, args):
+    """The line for a step that ran out of memory anyway (the estimate is a floor): what to lower, and that
+    the last checkpoint is intact (it is written atomically)."""
+    return (f"out of memory ({str(error).splitlines()[0][:80]}): lower --batch_size or --block_size (raise "
+            f"--grad_accum to keep the tokens per step); the last checkpoint, if any, stays in "
+            f"{args.out_dir}")
+
+
+def peak_flops(device):
+    if device != 'cuda':
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS if k in name), None)
+
+
+@dataclass
+class Stopwatch:
+    """Wall time spent training: read (`lap`) before an evaluation, a checkpoint or a growth, restarted after.
+    On CUDA it synchronises first: kernels are queued, so the time is only honest once they have run."""
+    cuda: bool
+    mark: float = field(default_factory=time.perf_counter)
+
+    def lap(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        seconds, self.mark = now - self.mark, now
+        return seconds
+
+    def restart(self):
+        self.mark = time.perf_counter()
+
+
+def compiled_graphs(args):
+    return torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None
+
+
+# ----------------------------------------------------------------------------- stopping a run
+
+class StopRequest:
+    """SIGTERM (what SLURM, preemptible clouds and `kill` send) and SIGINT (Ctrl-C) ask the run to stop: the
+    current optimizer step finishes, a checkpoint is written, and grow.py exits with the resume command. A
+    second SIGINT exits at once. The handlers exist only inside `with StopRequest()` (and only in the main
+    thread)."""
+
+    def __init__(self):
+        self.signum, self.saved = 0, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+    def handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C
+        self.signum = signum
+
+    def agreed(self, rt):
+        """Stop now? Under torchrun every rank stops at the same step if any rank was asked to."""
+        if rt.ddp:  # (every rank must join the collective, asked or not)
+            asked = all_sum(self.signum, device=rt.device)[0]
+            self.signum = self.signum or (signal.SIGTERM if asked else 0)
+        return bool(self.signum)
+
+
+class RunStopped(Exception):
+    """A run that ends before its budget: grow.py prints the message and exits with `status`."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Diverged(RunStopped):
+    """The loss, the gradient norm or the weights stopped being finite: the run stops (exit status 3) and its
+    last good checkpoint stays."""
+
+    def __init__(self, message):
+        super().__init__(3, message)
+
+
+class Interrupted(RunStopped):
+    """A stop request ended the run at the end of a step, with a checkpoint (exit status 128 + the signal)."""
+
+    def __init__(self, signum, message):
+        super().__init__(128 + signum, message)
+        self.signum = signum
