@@ -1,8 +1,8 @@
 """
-The flags of grow.py and the schedule they describe: the method table (one `Method` entry per method), the stages
-a run trains (depth, width, length, and where each starts), the run's clock (`Budget`: steps, or FLOPs in steps
-of the target) and the learning rate at every point of it. Everything here is checked before anything trains:
-bad input is one line naming the flag and what would be valid.
+The flags of grow.py and the schedule they describe: the method table (one `Method` entry per method), the
+stages a run trains (depth, width, length, and where each starts), the run's clock (`Budget`: steps, or FLOPs
+in steps of the target) and the learning rate at every point of it. Everything here is checked before anything
+trains: bad input is one line naming the flag and what would be valid.
 """
 import argparse
 import math
@@ -34,8 +34,8 @@ class Method:
     """One method: everything the loop, the budget, --compare and the export ask of it. Adding a method is one
     entry in METHODS (and a depth operator in `deepen` of model.py if it copies blocks a new way)."""
     paper: str                # where it comes from
-    stages: Callable          # L -> weight blocks per stage (draws 'path': path lengths; it owns all L blocks)
-    stage_at: object = ()     # fractions of the budget where stages 2.. start, or a rule: n_stages -> fractions
+    stages: Callable          # L -> weight blocks per stage (draws 'path': path lengths, owning all L blocks)
+    stage_at: object = ()     # budget fractions where stages 2.. start, or a rule: n_stages -> fractions
     depth_op: str = None      # how depth grows at a boundary (`deepen`); None: the model never deepens
     draws: str = None         # what each step draws with the run's sampler: 'depth' (Apollo), 'path' (RaPTr)
     dims: tuple = ()          # dimensions grown besides depth (--grow's default)
@@ -50,9 +50,9 @@ class Method:
 def check_paths(args, n_blocks):
     """RaPTr's own rules: its stages are path lengths, and it owns every block from the start."""
     if n_blocks[0] < 2 or args.depth_op or args.depth_noise is not None:
-        raise InputError(f"--method {args.method}: --stages {fmt(n_blocks)} are path lengths, each keeping the "
-                         f"first and last layer (at least 2); it owns all blocks from the start, so --depth_op "
-                         f"and --depth_noise do not apply")
+        raise InputError(f"--method {args.method}: --stages {fmt(n_blocks)} are path lengths, each keeping "
+                         f"the first and last layer (at least 2); it owns all blocks from the start, so "
+                         f"--depth_op and --depth_noise do not apply")
 
 
 BASELINE = 'scratch'  # the method every comparison measures against
@@ -66,8 +66,8 @@ METHODS = {
     'interpolate': Method('Apollo, Pan et al. AAAI 2024, Eq. 12', lambda L: [L // 4, L // 2, L], [0.125, 0.3],
                           'interpolate'),
     # CompoundGrow's operators (FFN tiling, embedding pooling); its schedule is not published in code, so ours
-    'compound': Method('CompoundGrow, Gu et al. NAACL 2021', lambda L: [L // 4, L // 2, L], [0.1, 0.3], 'stack',
-                       dims=('width', 'length')),
+    'compound': Method('CompoundGrow, Gu et al. NAACL 2021', lambda L: [L // 4, L // 2, L], [0.1, 0.3],
+                       'stack', dims=('width', 'length')),
     # G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4
     # times (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and
     # compute; we grow at a fraction of the budget like every other method.
@@ -76,7 +76,7 @@ METHODS = {
     # our choice), each stage's length proportional to its index (the paper's Prop-alpha with alpha = 1, as a
     # public re-implementation quotes it), so the full model trains the last 2/7; the copied group is
     # `middle_copy`.
-    'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', lambda L: midas_stages(L), prop1, 'middle'),
+    'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', midas_stages, prop1, 'middle'),
     # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as
     # in the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
     # `random_path`; whether the paper rescales outputs we could not check (no code was released).
@@ -88,15 +88,16 @@ DRAW_FLAGS = {'depth': ('sampling', 'layer_map', 'sample_per', 'shared_lr')}
 
 
 # --grow's dimensions, each with the flag of its per-stage fractions and the target size it scales
-DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'), 'length': ('seq_stages', 'block_size')}
+DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'),
+        'length': ('seq_stages', 'block_size')}
 DEFAULT_DATA = data.DEFAULT
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
 # (--lr too: after a divergence, lower it and resume from the last good checkpoint; README says so)
-RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval', 'sample_tokens',
-             'export_hf', 'force', 'sample', 'prompt', 'lr', 'max_skips'}
+RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval',
+             'sample_tokens', 'export_hf', 'force', 'sample', 'prompt', 'lr', 'max_skips'}
 # flags that shape growth: meaningless for the baseline (refused there, dropped for it in --compare)
-GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages', 'length_op',
-                'depth_noise')
+GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages',
+                'length_op', 'depth_noise')
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,49 +115,59 @@ def get_parser():
         a(f'--{name}', type=int, default=None, help='override the size')
     a('--dropout', type=float, default=0.0)
     a('--bias', type=int, default=1, choices=(0, 1))
-    a('--pos', default=None, choices=('learned', 'rope'), help='positions: learned (an absolute table; GPT\'s '
-      'default and the original BERT\'s) or rope (rotary on q and k, no table; RoFormer; BERT\'s default: it '
-      'leaves the unigram plateau that a learned table keeps a small BERT on, see RESULTS.md)')
-    a('--norm', default=None, choices=('pre', 'post'), help='LayerNorm before each sublayer (pre; GPT\'s default) '
-      'or after it (post; the original BERT\'s, its default)')
-    a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in training '
-      '(80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
+    a('--pos', default=None, choices=('learned', 'rope'), help='positions: learned (an absolute table; '
+      'GPT\'s default and the original BERT\'s) or rope (rotary on q and k, no table; RoFormer; BERT\'s '
+      'default: it leaves the unigram plateau that a learned table keeps a small BERT on, see RESULTS.md)')
+    a('--norm', default=None, choices=('pre', 'post'), help='LayerNorm before each sublayer (pre; GPT\'s '
+      'default) or after it (post; the original BERT\'s, its default)')
+    a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in '
+      'training (80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
     a('--method', default='apollo', choices=tuple(METHODS))
-    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the method's; "
-      "raptr: the layers its random path runs per stage, e.g. 6,8,10,12)")
-    a('--stage_at', type=float_list, default=None, help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
-    a('--depth_op', '--expand', dest='depth_op', default=None, choices=('stack', 'interpolate', 'identity', 'middle'),
-      help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = interpolate "
-           "with zeroed output projections (pre-LN GPT only); middle = copy the middle group of layers (MIDAS)")
+    a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the "
+      "method's; raptr: the layers its random path runs per stage, e.g. 6,8,10,12)")
+    a('--stage_at', type=float_list, default=None,
+      help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
+    a('--depth_op', '--expand', dest='depth_op', default=None,
+      choices=('stack', 'interpolate', 'identity', 'middle'),
+      help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = "
+           "interpolate with zeroed output projections (pre-LN GPT only); middle = copy the middle group of "
+           "layers (MIDAS)")
     a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
       help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
     a('--layer_map', default=None, choices=('interpolate', 'stack'),
       help='apollo: which block runs each sampled layer (default interpolate)')
-    a('--sample_per', default=None, choices=('step', 'micro'), help='apollo: draw the depth once per optimizer step '
-      '(default; every micro-batch and process alike) or once per micro-batch (the official code)')
-    a('--shared_lr', default=None, choices=('none', 'uses', 'ratio'), help='apollo: the learning rate of a shared '
-      'block is lr (none, default), lr / u with u the layers it runs this step (uses), or lr * k / d (ratio)')
-    a('--depth_noise', type=float, default=None, help='at a depth growth, every copy after the first of a block '
-      'gets W + noise * std(W) * N(0, 1) in each weight tensor (default 0: exact copies; G_stack found ~0.2 helps)')
+    a('--sample_per', default=None, choices=('step', 'micro'), help='apollo: draw the depth once per '
+      'optimizer step (default; every micro-batch and process alike) or once per micro-batch (the official '
+      'code)')
+    a('--shared_lr', default=None, choices=('none', 'uses', 'ratio'), help='apollo: the learning rate of a '
+      'shared block is lr (none, default), lr / u with u the layers it runs this step (uses), or lr * k / d '
+      '(ratio)')
+    a('--depth_noise', type=float, default=None, help='at a depth growth, every copy after the first of a '
+      'block gets W + noise * std(W) * N(0, 1) in each weight tensor (default 0: exact copies; G_stack found '
+      '~0.2 helps)')
     a('--opt_state', default='copy', choices=('copy', 'reset', 'slots'),
-      help='AdamW moments at a growth: copied through the same map as the weights (copy), started afresh (reset), '
-           'or kept by block index, new indices fresh (slots: the official Apollo code)')
+      help='AdamW moments at a growth: copied through the same map as the weights (copy), started afresh '
+           '(reset), or kept by block index, new indices fresh (slots: the official Apollo code)')
     a('--rewarmup', type=int, default=0, help='steps of linear LR re-warmup after each growth')
-    a('--grow', type=dims_list, default=None, help="dimensions grown besides depth, comma-separated: width (the "
-      "FFN's d_ff), embd (hidden size n_embd with n_head), length (sequence length), or none "
-      "(default: compound width,length; the others none)")
+    a('--grow', type=dims_list, default=None, help="dimensions grown besides depth, comma-separated: width "
+      "(the FFN's d_ff), embd (hidden size n_embd with n_head), length (sequence length), or none (default: "
+      "compound width,length; the others none)")
     a('--ffn_stages', type=float_list, default=None, help='d_ff fraction per stage, e.g. 0.25,0.5,1')
-    a('--embd_stages', type=float_list, default=None, help='n_embd (and n_head) fraction per stage, e.g. 0.5,1')
-    a('--seq_stages', type=float_list, default=None, help='sequence-length fraction per stage, e.g. 0.25,0.5,1')
+    a('--embd_stages', type=float_list, default=None,
+      help='n_embd (and n_head) fraction per stage, e.g. 0.5,1')
+    a('--seq_stages', type=float_list, default=None,
+      help='sequence-length fraction per stage, e.g. 0.25,0.5,1')
     a('--length_op', default=None, choices=('truncate', 'pool'),
-      help='how a stage shorter than block_size sees its data: truncate (default: shorter windows, proportionally '
-           'more of them) or pool (BERT: full windows whose embeddings are mean-pooled over neighbouring positions, '
-           'the masked positions kept as queries of their own; CompoundGrow)')
-    a('--data', default=DEFAULT_DATA, help='a folder prepared by data.py (the default is prepared if missing)')
+      help='how a stage shorter than block_size sees its data: truncate (default: shorter windows, '
+           'proportionally more of them) or pool (BERT: full windows whose embeddings are mean-pooled over '
+           'neighbouring positions, the masked positions kept as queries of their own; CompoundGrow)')
+    a('--data', default=DEFAULT_DATA,
+      help='a folder prepared by data.py (the default is prepared if missing)')
     a('--out_dir', default='out')
     a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
-    a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps steps "
-      "(the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal compute)")
+    a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps "
+      "steps (the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal "
+      "compute)")
     a('--batch_size', type=int, default=32, help='sequences per micro-batch')
     a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
     a('--lr', type=float, default=None, help='peak learning rate (default 1e-3; BERT 5e-4: a post-LN BERT of '
@@ -166,8 +177,8 @@ def get_parser():
     a('--decay', default='cosine', choices=('cosine', 'linear'))
     a('--weight_decay', type=float, default=0.1)
     a('--grad_clip', type=float, default=1.0, help='0 disables clipping')
-    a('--max_skips', type=int, default=3, help='consecutive steps with a non-finite loss or gradient norm that are '
-      'skipped (not applied) before the run stops with exit status 3')
+    a('--max_skips', type=int, default=3, help='consecutive steps with a non-finite loss or gradient norm '
+      'that are skipped (not applied) before the run stops with exit status 3')
     a('--eval_interval', type=int, default=100)
     a('--eval_batches', type=int, default=20)
     a('--log_interval', type=int, default=10)
@@ -178,16 +189,18 @@ def get_parser():
     a('--resume', action='store_true', help='continue from out_dir/ckpt.pt with its flags')
     a('--stop_at', type=int, default=None, help='stop after this step with a checkpoint (resume later)')
     a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
-    a('--sample', action='store_true', help='with --resume: show what the checkpoint learned (a sample), train nothing')
-    a('--prompt', default=None, help='the sample starts from this text (GPT), or fills its [MASK] markers (BERT)')
+    a('--sample', action='store_true',
+      help='with --resume: show what the checkpoint learned (a sample), train nothing')
+    a('--prompt', default=None,
+      help='the sample starts from this text (GPT), or fills its [MASK] markers (BERT)')
     a('--compare', default=None, help='methods to train into out_dir/<method>/seed<S> and compare (e.g. '
       'scratch,stack,interpolate,apollo,compound), or a comparison folder to print again')
     a('--seeds', type=int, default=1, help='--compare: train every method with seeds seed, seed+1, ..., '
       'seed+N-1 (model init, data order, Apollo\'s sampler; the evaluation batches stay fixed)')
     a('--jobs', type=int, default=1, help='--compare: runs at once (CPU: each gets its share of the cores; '
       'CUDA: one per visible GPU); wall-clock columns compare only runs made with the same --jobs')
-    a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face model '
-      'folder (GPT2LMHeadModel / BertForMaskedLM, safetensors); needs transformers')
+    a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face '
+      'model folder (GPT2LMHeadModel / BertForMaskedLM, safetensors); needs transformers')
     a('--force', action='store_true', help='--export_hf: replace a non-empty folder')
     return p
 
@@ -228,8 +241,8 @@ def resumed(args, typed, saved, path):
     any other flag with another value is refused (a resumed run is the same run)."""
     for k in typed:
         if k not in RESUMABLE and saved.get(k) != getattr(args, k):
-            raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} ({path}); a "
-                             f"resumed run keeps its flags except {', '.join(sorted(RESUMABLE))}")
+            raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} "
+                             f"({path}); a resumed run keeps its flags except {', '.join(sorted(RESUMABLE))}")
     now = {k: getattr(args, k) for k in typed if k in RESUMABLE}
     # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
     return argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **now})
@@ -254,8 +267,8 @@ def check(args, typed):
         raise InputError("--length_op pool keeps the masked positions as queries: it is for --model bert; "
                          "use --length_op truncate with gpt")
     if args.length_op == 'pool' and positions(args) != 'learned':
-        raise InputError("--length_op pool averages position embeddings, and --pos rope (BERT's default) has none: "
-                         "add --pos learned, or use --length_op truncate")
+        raise InputError("--length_op pool averages position embeddings, and --pos rope (BERT's default) has "
+                         "none: add --pos learned, or use --length_op truncate")
     return args
 
 
@@ -263,7 +276,8 @@ def check(args, typed):
 POSITIVE = 'a positive integer'
 NUMBERS = {
     **{k: (lambda v, a: v > 0, POSITIVE) for k in ('max_steps', 'batch_size', 'grad_accum', 'eval_interval',
-                                                   'eval_batches', 'log_interval', 'max_skips', 'seeds', 'jobs')},
+                                                   'eval_batches', 'log_interval', 'max_skips', 'seeds',
+                                                   'jobs')},
     'lr': (lambda v, a: v > 0, 'a positive number, e.g. 1e-3'),
     'min_lr': (lambda v, a: v is None or 0 <= v <= a.lr, 'a number in [0, --lr] (default lr/10)'),
     'weight_decay': (lambda v, a: v >= 0, '0 or a positive number'),
@@ -295,7 +309,8 @@ def to_argv(args):
         if isinstance(value, bool):
             argv.append(action.option_strings[0])
         elif isinstance(value, list):
-            argv += [action.option_strings[0], ','.join(map(str, value)) or ('none' if action.dest == 'grow' else '')]
+            listed = ','.join(map(str, value)) or ('none' if action.dest == 'grow' else '')
+            argv += [action.option_strings[0], listed]
         else:
             argv += [action.option_strings[0], str(value)]
     return argv
@@ -314,14 +329,15 @@ def schedule(args, cfg):
         paths = [None] * len(n_blocks)
     pooled = args.length_op == 'pool'
     if pooled and min(fractions['seq_stages']) == 1:
-        raise InputError("--length_op pool shortens the stages that --seq_stages (or --grow length) makes short, "
-                         "and there are none")
+        raise InputError("--length_op pool shortens the stages that --seq_stages (or --grow length) makes "
+                         "short, and there are none")
     stages = []
     for i, start in enumerate(starts):
         seq = int(fractions['seq_stages'][i] * cfg.block_size)
         if args.batch_size * cfg.block_size % seq:
-            raise InputError(f"--seq_stages: length {seq} does not divide the {args.batch_size * cfg.block_size} "
-                             f"tokens of a batch, so tokens per step could not stay constant")
+            raise InputError(f"--seq_stages: length {seq} does not divide the "
+                             f"{args.batch_size * cfg.block_size} tokens of a batch, so tokens per step "
+                             f"could not stay constant")
         embd, pool = fractions['embd_stages'][i], cfg.block_size // seq if pooled else 1  # (seq divides T)
         # truncate: `batch` windows of `seq` tokens; pool: full windows, each run as seq / pool positions
         stages.append(dict(start=start, n_blocks=n_blocks[i], n_embd=int(embd * cfg.n_embd),
@@ -337,7 +353,8 @@ def depth_schedule(args, cfg):
     for draws, names in DRAW_FLAGS.items():
         if m.draws != draws and any(getattr(args, k) for k in names):
             owners = ', '.join(k for k, other in METHODS.items() if other.draws == draws)
-            raise InputError(f"{', '.join('--' + k for k in names)} belong to --method {owners}, not {args.method}")
+            raise InputError(f"{', '.join('--' + k for k in names)} belong to --method {owners}, not "
+                             f"{args.method}")
     if not m.grows and any(getattr(args, k) is not None for k in GROWTH_FLAGS):
         raise InputError(f"--method {args.method} trains the target from the first step; "
                          f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
@@ -353,20 +370,20 @@ def depth_schedule(args, cfg):
     if n_blocks[-1] != L:
         raise InputError(f"--stages {fmt(n_blocks)} must end with n_layer = {L}")
     if len(stage_at) != len(n_blocks) - 1:
-        raise InputError(f"--stage_at {fmt(stage_at)} needs {len(n_blocks) - 1} fractions, one per stage after "
-                         f"the first of --stages {fmt(n_blocks)}")
+        raise InputError(f"--stage_at {fmt(stage_at)} needs {len(n_blocks) - 1} fractions, one per stage "
+                         f"after the first of --stages {fmt(n_blocks)}")
     if any(b <= a for a, b in zip(stage_at, stage_at[1:])) or any(not 0 < f < 1 for f in stage_at):
         raise InputError(f"--stage_at {fmt(stage_at)} must be strictly increasing inside (0, 1)")
     if op == 'middle' and any(b > 2 * a for a, b in zip(n_blocks, n_blocks[1:])):
-        raise InputError(f"--depth_op middle copies a middle block of the old layers, so a growth can at most "
-                         f"double the depth; --stages {fmt(n_blocks)} grows more")
+        raise InputError(f"--depth_op middle copies a middle block of the old layers, so a growth can at "
+                         f"most double the depth; --stages {fmt(n_blocks)} grows more")
     if op == 'identity' and not cfg.pre_ln:
-        raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with --model gpt "
-                         "or --norm pre")
+        raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with "
+                         "--model gpt or --norm pre")
     starts = [0] + [round(f * args.max_steps) for f in stage_at]
     if starts[-1] >= args.max_steps:
-        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps {args.max_steps}: "
-                         f"it would never train; use earlier fractions or more steps")
+        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps "
+                         f"{args.max_steps}: it would never train; use earlier fractions or more steps")
     return n_blocks, starts, op
 
 
@@ -390,14 +407,15 @@ def dim_fractions(args, cfg, n_blocks):
                              f"ending with 1")
         sizes = [f * size for f in fr]
         if any(v != int(v) for v in sizes) or any(int(b) % int(a) for a, b in zip(sizes, sizes[1:])):
-            raise InputError(f"--{flag} {fmt(fr)} of {size} gives sizes {fmt(sizes)}: each must be a whole number "
-                             f"that divides the next (growth tiles by whole factors)")
+            raise InputError(f"--{flag} {fmt(fr)} of {size} gives sizes {fmt(sizes)}: each must be a whole "
+                             f"number that divides the next (growth tiles by whole factors)")
     if METHODS[args.method].draws == 'path' and min(fractions['ffn_stages'] + fractions['embd_stages']) < 1:
-        raise InputError(f"--method {args.method} trains paths through the full model from the first step: it does "
-                         f"not grow width or embd (--grow length, shorter sequences early, does apply)")
+        raise InputError(f"--method {args.method} trains paths through the full model from the first step: "
+                         f"it does not grow width or embd (--grow length, shorter sequences early, does "
+                         f"apply)")
     if any((f * cfg.n_head) != int(f * cfg.n_head) for f in fractions['embd_stages']):
-        raise InputError(f"--embd_stages {fmt(fractions['embd_stages'])} of --n_head {cfg.n_head}: the head count "
-                         f"must scale to whole numbers too (head_dim stays fixed)")
+        raise InputError(f"--embd_stages {fmt(fractions['embd_stages'])} of --n_head {cfg.n_head}: the head "
+                         f"count must scale to whole numbers too (head_dim stays fixed)")
     return fractions
 
 
@@ -413,8 +431,8 @@ def stage_lines(args, stages, depth_op):
     for i, st in enumerate(stages):
         where = f"step {st['start']}" if args.budget == 'steps' else \
             f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
-        lines.append(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd {st['n_embd']}, "
-                     f"d_ff {st['d_ff']}, T {st['seq']}" +
+        lines.append(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd "
+                     f"{st['n_embd']}, d_ff {st['d_ff']}, T {st['seq']}" +
                      (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "") +
                      f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
                      (f", random paths of {st['path']} layers" if st['path'] else "") +
@@ -430,7 +448,8 @@ def evaluation_depth(args, cfg):
 
 
 def stage_of(position, stages):
-    """Index of the stage that trains at `position` (stages whose start rounds to the same step are skipped)."""
+    """Index of the stage that trains at `position` (stages whose start rounds to the same step are
+    skipped)."""
     return max(i for i, stage in enumerate(stages) if stage['start'] <= position)
 
 
@@ -448,8 +467,9 @@ def model_config(args, meta):
     """The target Config from --size and its overrides, checked against the data."""
     need = data.model_vocab(meta['vocab_size'])
     if args.vocab_size is not None and args.vocab_size < meta['vocab_size'] + 1:
-        raise InputError(f"{args.data}/meta.json: vocabulary of {meta['vocab_size']} tokens (+[MASK]) exceeds "
-                         f"--vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or omit it: {need})")
+        raise InputError(f"{args.data}/meta.json: vocabulary of {meta['vocab_size']} tokens (+[MASK]) "
+                         f"exceeds --vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or "
+                         f"omit it: {need})")
     cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
                      n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
                      bias=bool(args.bias), pos=positions(args),

@@ -31,9 +31,11 @@ from model import (Config, Transformer, deepen, flops_per_step, map_layers, midd
 
 # ----------------------------------------------------------------------------- helpers
 
-HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None  # optional: the plots are checked where it is
+# optional: the plots are checked where it is
+HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
 TINY = ['--n_layer', '2', '--n_embd', '32', '--n_head', '2', '--block_size', '32', '--batch_size', '8',
-        '--eval_batches', '2', '--sample_tokens', '0', '--size', 'tiny', '--device', 'cpu', '--method', 'scratch']
+        '--eval_batches', '2', '--sample_tokens', '0', '--size', 'tiny', '--device', 'cpu',
+        '--method', 'scratch']
 
 
 @pytest.fixture(scope='session')
@@ -119,7 +121,8 @@ def fails(capsys, argv, *needles, main=grow.main):
         assert n in err, err
 
 
-DOCS = [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * (i + 1) + "héllo ✓" for i in range(23)]
+DOCS = [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * (i + 1) + "héllo ✓"
+        for i in range(23)]
 
 
 def write_texts(folder):
@@ -164,7 +167,8 @@ def grow_process(corpus, out, *argv):
     """grow.py in a child process (the same threads for every run of a test: results are bit-exact)."""
     cmd = [sys.executable, 'grow.py', *TINY, '--data', corpus, '--out_dir', str(out), *map(str, argv)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__)), env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                            cwd=os.path.dirname(os.path.abspath(__file__)),
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
 def fake_run(folder, flops, losses, growth_at=None, tokens=1000):
@@ -258,7 +262,8 @@ def test_mlm_masking_rates(corpus, rate):
     orig = labels[chosen]
     got = x[chosen]
     frac_mask = (got == meta['mask_id']).float().mean().item()
-    frac_same = (got == orig).float().mean().item()  # includes random tokens that happen to equal the original
+    # includes random tokens that happen to equal the original
+    frac_same = (got == orig).float().mean().item()
     assert abs(frac_mask - 0.8) < 0.02 and abs(frac_same - 0.1) < 0.02
     assert got.max() <= meta['mask_id'] and (x[~chosen] != meta['mask_id']).all()
 
@@ -329,7 +334,8 @@ def test_an_interrupted_preparation_leaves_no_corpus(tmp_path, monkeypatch):
     assert not (out / 'meta.json').exists()  # not a corpus: grow.py refuses it, and a rerun starts afresh
     monkeypatch.setattr(data, 'documents', real)
     data.prepare(str(tmp_path / 'text'), 'byte', str(out), verbose=False)
-    assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin'] and prepared(out)[0]['documents'] == 23
+    assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']
+    assert prepared(out)[0]['documents'] == 23
     assert data.main(['--inspect', str(out)])['train_tokens'] == len(prepared(out)[1])
 
 # ----------------------------------------------------------------------------- models
@@ -385,8 +391,8 @@ def test_rotary_attention_depends_on_relative_positions_only():
     q, k = torch.randn(1, 1, 1, 16).expand(1, 1, 40, 16), torch.randn(1, 1, 1, 16).expand(1, 1, 40, 16)
     rq, rk = rotate(q), rotate(k)  # the same vectors at every position, rotated by their position
     scores = rq[0, 0] @ rk[0, 0].T
-    assert torch.allclose(scores[3, 7], scores[23, 27], atol=1e-5) and torch.allclose(scores[9, 2], scores[30, 23],
-                                                                                      atol=1e-5)
+    assert torch.allclose(scores[3, 7], scores[23, 27], atol=1e-5)
+    assert torch.allclose(scores[9, 2], scores[30, 23], atol=1e-5)
     assert not torch.allclose(scores[3, 7], scores[3, 8], atol=1e-3)
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
     torch.testing.assert_close(rq[:, :, 0], q[:, :, 0])  # position 0 is not rotated
@@ -475,7 +481,8 @@ def test_middle_copy_and_gstack_maps_worked_by_hand():
 
 
 def test_depth_noise_perturbs_the_later_copies_by_its_definition():
-    """--depth_noise s: the first copy of each block is exact, every later copy is W + s * std(W) * N(0, 1)."""
+    """--depth_noise s: the first copy of each block is exact, every later copy is
+    W + s * std(W) * N(0, 1)."""
     torch.manual_seed(0)
     old = Transformer(small('gpt', n_layer=12, n_blocks=3, n_embd=64, d_ff=256))
     exact, _ = deepen(old, 12, 'stack', noise=0.0)
@@ -506,13 +513,15 @@ def test_random_path_keeps_the_ends_and_draws_the_rest_uniformly():
 
 
 def test_raptr_runs_paths_of_each_stage_and_evaluates_the_full_model(corpus, tmp_path):
-    summary = run(corpus, tmp_path, '--method', 'raptr', '--n_layer', 6, '--max_steps', 16, '--log_interval', 1,
-                  '--eval_interval', 8)
+    summary = run(corpus, tmp_path, '--method', 'raptr', '--n_layer', 6, '--max_steps', 16,
+                  '--log_interval', 1, '--eval_interval', 8)
     train, evals = records(tmp_path, 'train'), records(tmp_path, 'eval')
     assert [r['depth'] for r in train] == [3] * 4 + [4] * 4 + [5] * 4 + [6] * 4  # 3-4-5-6, equal stages
     assert [len(p) for p in summary['paths']] == [r['depth'] for r in train]
-    assert all(p[0] == 0 and p[-1] == 5 for p in summary['paths']) and len(set(map(tuple, summary['paths']))) > 4
-    assert {r['depth'] for r in evals} == {6} and len(summary['model'].blocks) == 6  # all blocks from the start
+    assert all(p[0] == 0 and p[-1] == 5 for p in summary['paths'])
+    assert len(set(map(tuple, summary['paths']))) > 4
+    # all blocks from the start
+    assert {r['depth'] for r in evals} == {6} and len(summary['model'].blocks) == 6
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=6, n_head=2, n_embd=32, d_ff=128)
     flops = [b['flops'] - a['flops'] for a, b in zip([dict(flops=0)] + train, train)]
     assert flops == [flops_per_step(cfg, r['depth'], 8 * 32, 32) for r in train]  # only the executed layers
@@ -652,7 +661,8 @@ def test_width_moments_follow_the_tiling():
     x = torch.randint(0, 256, (2, 16))
     model(x, x)[1].backward()
     opt.step()
-    stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1, path=None)  # depth x2 (stack), hidden x2, FFN x4
+    # depth x2 (stack), hidden x2, FFN x4
+    stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1, path=None)
     new, new_opt, _ = grow.grow(model, opt, stage, 'stack', args)
     assert (model.cfg.d_ff, new.cfg.d_ff, model.cfg.n_embd, new.cfg.n_embd) == (64, 256, 32, 64)
     st = lambda o, p: o.state[p]  # noqa: E731
@@ -664,7 +674,8 @@ def test_width_moments_follow_the_tiling():
     old_fc1 = st(opt, model.blocks[0].mlp.c_fc.weight)     # (64, 32) -> (256, 64): rows x4, columns x2 / 2
     torch.testing.assert_close(st(new_opt, new.blocks[0].mlp.c_fc.weight)['exp_avg_sq'],
                                old_fc1['exp_avg_sq'].repeat(4, 2) / 4)
-    assert torch.equal(st(new_opt, new.wte.weight)['exp_avg'], st(opt, model.wte.weight)['exp_avg'].repeat(1, 2))
+    assert torch.equal(st(new_opt, new.wte.weight)['exp_avg'],
+                       st(opt, model.wte.weight)['exp_avg'].repeat(1, 2))
     assert torch.equal(st(new_opt, new.blocks[2].mlp.c_fc.weight)['step'], old_fc1['step'])
 
 
@@ -824,8 +835,10 @@ def test_sample_a_checkpoint_with_a_prompt(capsys, corpus, tmp_path):
                       '--sample_tokens', '30'])
     body = text.splitlines()[1]
     assert body.startswith('def main(') and len(body) > len('def main(')
-    assert sample.main(['--out_dir', str(tmp_path / 'gpt'), '--prompt', 'def main(', '--sample_tokens', '30']) == text
-    assert ((tmp_path / 'gpt' / 'log.jsonl').read_text(), os.path.getmtime(tmp_path / 'gpt' / 'ckpt.pt')) == before
+    again = ['--out_dir', str(tmp_path / 'gpt'), '--prompt', 'def main(', '--sample_tokens', '30']
+    assert sample.main(again) == text
+    assert ((tmp_path / 'gpt' / 'log.jsonl').read_text(),
+            os.path.getmtime(tmp_path / 'gpt' / 'ckpt.pt')) == before
     run(corpus, tmp_path / 'bert', '--model', 'bert', '--max_steps', 20, '--lr', '3e-3')
     prompt = 'for i in ra[MASK]ge(1[MASK]):'
     text = grow.main(['--resume', '--out_dir', str(tmp_path / 'bert'), '--sample', '--prompt', prompt])
@@ -891,13 +904,15 @@ def test_budget_knows_the_flops_to_go_and_the_cost(capsys, corpus, tmp_path):
     out = capsys.readouterr().out
     assert f"{100 * share:.0f}% of what scratch spends in 16 steps" in out and share < 0.9
     n = torch.get_num_threads()
-    assert f"stack on cpu (float32, {n} thread{'s' * (n > 1)})" in out  # a CPU run reproduces at its thread count
+    # a CPU run reproduces at its thread count
+    assert f"stack on cpu (float32, {n} thread{'s' * (n > 1)})" in out
 
 
 def test_growth_happens_at_the_expected_steps(corpus, tmp_path):
     run(corpus, tmp_path, '--method', 'stack', '--n_layer', 4, '--max_steps', 16, '--log_interval', 1)
     growths = records(tmp_path, 'growth')  # stages 1,2,4 at 0.125 and 0.3 of 16 steps: steps 2 and 5
-    assert [(g['step'], g['old_blocks'], g['new_blocks'], g['stage']) for g in growths] == [(2, 1, 2, 2), (5, 2, 4, 3)]
+    assert [(g['step'], g['old_blocks'], g['new_blocks'], g['stage']) for g in growths] == [(2, 1, 2, 2),
+                                                                                            (5, 2, 4, 3)]
     train = records(tmp_path, 'train')
     assert [r['depth'] for r in train] == [1, 1, 2, 2, 2] + [4] * 11  # record s is the update s-1 -> s
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=2, n_embd=32, d_ff=128)
@@ -929,12 +944,14 @@ def test_grow_switches_dimensions():
         stages, _ = flags.schedule(grow.parse_args(['--size', 'tiny', *argv]), cfg)
         return [(s['n_blocks'], s['n_embd'], s['n_head'], s['d_ff'], s['seq'], s['batch']) for s in stages]
     plain = [(1, 32, 4, 128, 32, 32), (2, 32, 4, 128, 32, 32), (4, 32, 4, 128, 32, 32)]
-    assert shapes('--method', 'compound') == [(1, 32, 4, 32, 8, 128), (2, 32, 4, 64, 16, 64), (4, 32, 4, 128, 32, 32)]
-    assert shapes('--method', 'compound', '--grow', 'none') == shapes('--method', 'compound', '--grow', 'depth') \
-        == shapes('--method', 'stack') == plain
+    assert shapes('--method', 'compound') == [(1, 32, 4, 32, 8, 128), (2, 32, 4, 64, 16, 64),
+                                              (4, 32, 4, 128, 32, 32)]
+    assert shapes('--method', 'compound', '--grow', 'none') == plain
+    assert shapes('--method', 'compound', '--grow', 'depth') == shapes('--method', 'stack') == plain
     assert shapes('--method', 'stack', '--grow', 'embd') == [(1, 8, 1, 128, 32, 32), (2, 16, 2, 128, 32, 32),
                                                              (4, 32, 4, 128, 32, 32)]
-    assert shapes('--method', 'stack', '--grow', 'width,embd') == [(1, 8, 1, 32, 32, 32), (2, 16, 2, 64, 32, 32),
+    assert shapes('--method', 'stack', '--grow', 'width,embd') == [(1, 8, 1, 32, 32, 32),
+                                                                   (2, 16, 2, 64, 32, 32),
                                                                    (4, 32, 4, 128, 32, 32)]
 
 
@@ -958,8 +975,9 @@ def test_a_new_method_is_one_entry(corpus, tmp_path, monkeypatch):
 
 
 def test_no_method_name_is_compared_outside_the_table():
-    """The design rule behind the test above: grow.py, compare.py, sample.py and export.py name no method."""
-    for path in ('grow.py', 'compare.py', 'sample.py', 'export.py'):
+    """The design rule behind the test above: grow.py, runtime.py, compare.py, sample.py and export.py name no
+    method."""
+    for path in ('grow.py', 'runtime.py', 'compare.py', 'sample.py', 'export.py'):
         source = open(os.path.join(os.path.dirname(__file__), path)).read()
         named = [m for m in flags.METHODS if f"'{m}'" in source or f'"{m}"' in source]
         assert named == [], (path, named)
@@ -1020,11 +1038,13 @@ def test_apollo_flops_follow_the_sampled_depths(corpus, tmp_path, kind):
         assert hist == dict(zip(*np.unique(depths[lo:lo + s['steps']], return_counts=True)))
         assert s['mean_depth'] == pytest.approx(np.mean(depths[lo:lo + s['steps']]))
     assert all(e['depth'] == 8 for e in records(tmp_path, 'eval'))  # evaluation at full depth L
-    assert all(g['loss_before'] == pytest.approx(g['loss_after'], abs=1e-5) for g in records(tmp_path, 'growth'))
+    growths = records(tmp_path, 'growth')
+    assert all(g['loss_before'] == pytest.approx(g['loss_after'], abs=1e-5) for g in growths)
 
 
 def test_apollo_samples_a_depth_per_micro_batch(corpus, tmp_path):
-    run(corpus, tmp_path, *APOLLO, '--max_steps', 12, '--grad_accum', 4, '--batch_size', 2, '--sample_per', 'micro')
+    run(corpus, tmp_path, *APOLLO, '--max_steps', 12, '--grad_accum', 4, '--batch_size', 2, '--sample_per',
+        'micro')
     train = records(tmp_path, 'train')
     assert all(len(r['depths']) == 4 for r in train) and any(len(set(r['depths'])) > 1 for r in train)
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=8, n_head=2, n_embd=32, d_ff=128)
@@ -1035,14 +1055,16 @@ def test_apollo_samples_a_depth_per_micro_batch(corpus, tmp_path):
 
 
 def test_shared_lr_scales_the_rate_of_each_block():
-    assert flags.shared_lr_scales(3, [4], 'interpolate', 'uses') == {0: 0.5, 1: 1.0, 2: 1.0}  # blocks 0, 0, 1, 2
+    # blocks 0, 0, 1, 2
+    assert flags.shared_lr_scales(3, [4], 'interpolate', 'uses') == {0: 0.5, 1: 1.0, 2: 1.0}
     assert flags.shared_lr_scales(2, [4, 2], 'interpolate', 'uses') == {0: 0.75, 1: 0.75}  # averaged
     assert flags.shared_lr_scales(3, [12], 'interpolate', 'ratio') == {0: 0.25, 1: 0.25, 2: 0.25}
     assert flags.shared_lr_scales(3, [12], 'interpolate', None) == {}
 
 
 def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
-    run(corpus, tmp_path, *APOLLO, '--max_steps', 6, '--shared_lr', 'uses', '--stage_at', '0.5,0.6,0.9', '--stop_at', 4)
+    run(corpus, tmp_path, *APOLLO, '--max_steps', 6, '--shared_lr', 'uses', '--stage_at', '0.5,0.6,0.9',
+        '--stop_at', 4)
     last = records(tmp_path, 'train')[-1]  # stage 2 of 1, 2, 4, 8 blocks
     groups = torch.load(tmp_path / 'ckpt.pt', weights_only=False)['optimizer']['param_groups']
     uses = np.bincount(map_layers(2, last['depth']), minlength=2)
@@ -1052,8 +1074,8 @@ def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
 
 
 def test_each_kind_has_its_defaults(corpus):
-    """GPT: learned positions, pre-LN, lr 1e-3. BERT: rotary positions, post-LN, lr 5e-4 (RESULTS.md, "A BERT that
-    learns on a CPU"); the papers' BERT is --pos learned, and any flag typed wins."""
+    """GPT: learned positions, pre-LN, lr 1e-3. BERT: rotary positions, post-LN, lr 5e-4 (RESULTS.md, "A BERT
+    that learns on a CPU"); the papers' BERT is --pos learned, and any flag typed wins."""
     meta = data.load(corpus)[0]
 
     def defaults(*argv):
@@ -1062,7 +1084,8 @@ def test_each_kind_has_its_defaults(corpus):
         return cfg.pos, cfg.pre_ln, args.lr
     assert defaults() == ('learned', True, 1e-3)
     assert defaults('--model', 'bert') == ('rope', False, 5e-4)
-    assert defaults('--model', 'bert', '--pos', 'learned', '--norm', 'pre', '--lr', '2e-3') == ('learned', True, 2e-3)
+    assert defaults('--model', 'bert', '--pos', 'learned', '--norm', 'pre', '--lr', '2e-3') == \
+        ('learned', True, 2e-3)
 
 
 def test_apollo_learns_and_is_the_default(corpus, tmp_path):
@@ -1111,14 +1134,16 @@ def test_pooling_trains_every_position_and_predicts_each_mask():
 
 
 def test_pooled_compound_bert_grows_the_pooling(corpus, tmp_path):
-    run(corpus, tmp_path, *COMPOUND, '--model', 'bert', '--length_op', 'pool', '--pos', 'learned', '--max_steps', 20)
+    run(corpus, tmp_path, *COMPOUND, '--model', 'bert', '--length_op', 'pool', '--pos', 'learned',
+        '--max_steps', 20)
     train = records(tmp_path, 'train')
     assert {r['seq'] for r in train} == {32} and set(np.diff([0] + [r['tokens'] for r in train])) == {8 * 32}
-    assert [(g['old_pool'], g['new_pool'], g['new_seq']) for g in records(tmp_path, 'growth')] == [(4, 2, 32),
-                                                                                                    (2, 1, 32)]
-    flops = np.diff([0] + [r['flops'] for r in train])  # a pooled step costs less than a full one of its model
-    assert flops[0] < 0.9 * flops_per_step(Config(kind='bert', vocab_size=320, block_size=32, n_layer=4, n_head=2,
-                                                  n_embd=32, d_ff=32), 1, 8 * 32, 32)
+    growths = records(tmp_path, 'growth')
+    assert [(g['old_pool'], g['new_pool'], g['new_seq']) for g in growths] == [(4, 2, 32), (2, 1, 32)]
+    # a pooled step costs less than a full one of its model
+    flops = np.diff([0] + [r['flops'] for r in train])
+    first = Config(kind='bert', vocab_size=320, block_size=32, n_layer=4, n_head=2, n_embd=32, d_ff=32)
+    assert flops[0] < 0.9 * flops_per_step(first, 1, 8 * 32, 32)
 
 # ----------------------------------------------------------------------------- compare mode
 
@@ -1129,8 +1154,10 @@ def test_first_crossing_on_known_curves():
     assert compare.first_crossing(xs, [5, 4, 2, 1], 1) == 30          # reached at the last evaluation
     assert compare.first_crossing(xs, [5, 4, 2, 1], 0.5) is None      # never reached
     assert compare.first_crossing(xs, [2, 4, 1, 1], 3) == 0           # reached at the first evaluation
-    assert compare.first_crossing(xs, [5, 3, 4, 2], 3.5) == 7.5       # non-monotone: the first crossing counts
-    assert compare.first_crossing(xs, [5, 4, 4.5, 3], 3.5) == pytest.approx(20 + 10 / 1.5)  # a bump is no crossing
+    # non-monotone: the first crossing counts
+    assert compare.first_crossing(xs, [5, 3, 4, 2], 3.5) == 7.5
+    # a bump is no crossing
+    assert compare.first_crossing(xs, [5, 4, 4.5, 3], 3.5) == pytest.approx(20 + 10 / 1.5)
     assert compare.loss_at(xs, [5, 4, 2, 1], 25) == 1.5 and compare.loss_at(xs, [5, 4, 2, 1], 31) is None
 
 
@@ -1142,7 +1169,8 @@ def test_acceleration_ratio_on_synthetic_runs(tmp_path):
     by = {r['method']: r for r in rows}
     assert [r['method'] for r in rows] == ['scratch', 'fast', 'slow']
     assert by['scratch']['target_loss'] == 2.0 and by['scratch']['flops_saved'] == 0.0
-    assert by['fast']['flops_to_target'] == pytest.approx(250) and by['fast']['flops_saved'] == pytest.approx(0.375)
+    assert by['fast']['flops_to_target'] == pytest.approx(250)
+    assert by['fast']['flops_saved'] == pytest.approx(0.375)
     assert by['fast']['time_saved'] == pytest.approx(0.375)  # time is FLOPs / 10 in these runs
     assert by['slow']['flops_to_target'] is None and by['slow']['flops_saved'] is None
     assert by['fast']['loss_at_50pct'] == pytest.approx(2.2) and by['slow']['loss_at_100pct'] is None
@@ -1160,7 +1188,9 @@ def test_seed_band_reaches_the_end_of_the_shortest_curve():
     lo, hi = 0.4765969541523558, 6.310417348702668  # lo + (hi - lo) * 199 / 199 rounds one ulp past hi
     grid, mean, low, high = compare.band([([lo, hi], [3.0, 2.0]), ([0.0, 7.0], [4.0, 2.0])])
     assert grid[0] == lo and grid[-1] == hi and len(grid) == 200
-    assert low[-1] == 2.0 and high[-1] == pytest.approx(4.0 - 2.0 * hi / 7.0) and mean[-1] == (low[-1] + high[-1]) / 2
+    assert low[-1] == 2.0
+    assert high[-1] == pytest.approx(4.0 - 2.0 * hi / 7.0)
+    assert mean[-1] == (low[-1] + high[-1]) / 2
 
 
 def test_seed_statistics_on_synthetic_runs(tmp_path):
@@ -1177,15 +1207,16 @@ def test_seed_statistics_on_synthetic_runs(tmp_path):
     assert by['better']['diff_to_scratch'] == pytest.approx(-0.10)
     assert by['better']['diff_ci95'] == pytest.approx(4.303 * 0.02 / 3 ** 0.5, rel=1e-3)  # t(2) sd / sqrt(n)
     assert by['better']['verdict'] == 'better' and by['better']['reached'] == 3
-    assert by['better']['flops_saved'] == pytest.approx(0.375) and by['better']['flops_saved_sd'] == pytest.approx(0)
+    assert by['better']['flops_saved'] == pytest.approx(0.375)
+    assert by['better']['flops_saved_sd'] == pytest.approx(0)
     assert by['better']['final_val_loss'] == pytest.approx(1.9) and by['better']['final_val_loss_sd'] == \
         pytest.approx(statistics.stdev([1.9, 1.98, 1.82]))
     assert by['noisy']['verdict'] == 'within noise' and by['noisy']['reached'] == 2
     saved = [1 - (300 + 100 * 0.1 / 0.16) / 400, 1 - (300 + 100 * 0.1 / 0.11) / 400]  # seeds 2 and 3
     assert by['noisy']['flops_saved'] == pytest.approx(statistics.mean(saved))
     assert by['noisy']['flops_saved_sd'] == pytest.approx(statistics.stdev(saved))
-    assert by['noisy']['diff_ci95'] == pytest.approx(4.303 * statistics.stdev([0.05, -0.06, -0.01]) / 3 ** 0.5,
-                                                     rel=1e-3)
+    ci95 = 4.303 * statistics.stdev([0.05, -0.06, -0.01]) / 3 ** 0.5
+    assert by['noisy']['diff_ci95'] == pytest.approx(ci95, rel=1e-3)
     assert by['scratch']['loss_at_50pct'] == pytest.approx(3.0) and by['scratch']['final_val_loss'] == 2.0
     text = compare.write(summary, rows, str(tmp_path), jobs=2)
     assert 'better' in text and 'within noise' in text and '2/3' in text and '--jobs 2' in text
@@ -1206,12 +1237,13 @@ def test_budget_sweep_reports_flops_saved_against_tokens_per_parameter(capsys, t
     n = sum(p.numel() for p in Transformer(cfg).parameters())
     for name, tokens, fast in (('short', 1000, [6, 4, 3, 2.5, 2.4]), ('long', 8000, [6, 4, 2.5, 2.2, 1.8])):
         for seed in (1, 2):
-            fake_run(tmp_path / name / 'scratch' / f'seed{seed}', [0, 100, 200, 300, 400], [6, 4, 3, 2.5, 2.0],
-                     tokens=tokens)
+            fake_run(tmp_path / name / 'scratch' / f'seed{seed}', [0, 100, 200, 300, 400],
+                     [6, 4, 3, 2.5, 2.0], tokens=tokens)
             fake_run(tmp_path / name / 'stack' / f'seed{seed}', [0, 50, 100, 200, 300], fast, tokens=tokens)
         torch.save(dict(config=asdict(cfg)), tmp_path / name / 'scratch' / 'seed1' / 'ckpt.pt')
     assert compare.tokens_per_param(str(tmp_path / 'short')) == pytest.approx(4000 / n)  # 4 evaluations later
-    sweep = compare.main([str(tmp_path / 'long'), str(tmp_path / 'short'), '--plot', str(tmp_path / 'sweep.png')])
+    sweep = compare.main([str(tmp_path / 'long'), str(tmp_path / 'short'), '--plot',
+                          str(tmp_path / 'sweep.png')])
     assert [tpp * n for tpp, _ in sweep] == [pytest.approx(4000), pytest.approx(32000)]  # ordered by budget
     stack = [next(r for r in rows if r['method'] == 'stack') for _, rows in sweep]
     assert [r['reached'] for r in stack] == [0, 2] and stack[1]['flops_saved'] == pytest.approx(1 - 250 / 400)
@@ -1227,7 +1259,8 @@ def test_budget_sweep_reports_flops_saved_against_tokens_per_parameter(capsys, t
 def test_compare_seeds_in_parallel_then_reprint(corpus, tmp_path, monkeypatch):
     """2 methods x 2 seeds: one run per folder; --jobs 2 trains exactly the runs --jobs 1 trains (one thread
     each: CPU runs are deterministic); re-printing trains nothing."""
-    argv = ['--compare', 'scratch,stack', '--seeds', 2, '--n_layer', 4, '--max_steps', 12, '--eval_interval', 4]
+    argv = ['--compare', 'scratch,stack', '--seeds', 2, '--n_layer', 4, '--max_steps', 12,
+            '--eval_interval', 4]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what each of 2 jobs gets on 2 cores
     try:
@@ -1240,9 +1273,11 @@ def test_compare_seeds_in_parallel_then_reprint(corpus, tmp_path, monkeypatch):
         for seed in ('seed1337', 'seed1338'):
             a, b = (strip(records(tmp_path / d / m / seed, 'eval')) for d in ('one', 'two'))
             assert a == b and a[-1]['step'] == 12
-    finals = [records(tmp_path / 'one' / 'scratch' / s, 'eval')[-1]['val_loss'] for s in ('seed1337', 'seed1338')]
+    finals = [records(tmp_path / 'one' / 'scratch' / s, 'eval')[-1]['val_loss']
+              for s in ('seed1337', 'seed1338')]
     assert finals[0] != finals[1]  # two seeds, two runs
-    drop_time = lambda rows: [{k: v for k, v in r.items() if not k.startswith('time')} for r in rows]  # noqa: E731
+    # noqa: E731
+    drop_time = lambda rows: [{k: v for k, v in r.items() if not k.startswith('time')} for r in rows]
     assert drop_time(one) == drop_time(two) and [r['seeds'] for r in one] == [2, 2]
     monkeypatch.setattr(grow, 'train', lambda *args: pytest.fail('re-printing must not train'))
     assert grow.main(['--compare', str(tmp_path / 'two')]) == two
@@ -1274,24 +1309,26 @@ def test_compare_two_methods_then_reprint(corpus, tmp_path, monkeypatch, budget)
 
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
 def test_ddp_two_ranks_stay_in_sync_through_growth(corpus, tmp_path, kind):
-    common = TINY + ['--data', corpus, '--model', kind, '--method', 'apollo', '--n_layer', '8', '--max_steps', '16',
-                     '--eval_interval', '8', '--lr', '3e-3', '--grow', 'width']
+    common = TINY + ['--data', corpus, '--model', kind, '--method', 'apollo', '--n_layer', '8',
+                     '--max_steps', '16', '--eval_interval', '8', '--lr', '3e-3', '--grow', 'width']
     argv = common + ['--batch_size', '4', '--out_dir', str(tmp_path / 'ddp')]
     torch.multiprocessing.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1))
     assert r0['state'].keys() == r1['state'].keys()
     assert all(torch.equal(r0['state'][k], r1['state'][k]) for k in r0['state'])  # identical weights
     assert r0['depths'] == r1['depths'] and len(set(r0['depths'])) > 2              # the same sampled depths
-    growths = records(tmp_path / 'ddp', 'growth')                                    # rank 0 alone wrote the log
+    # rank 0 alone wrote the log
+    growths = records(tmp_path / 'ddp', 'growth')
     assert len(growths) == 3 and growths[-1]['new_d_ff'] == 128
-    assert records(tmp_path / 'ddp', 'eval')[-1]['tokens'] == 16 * 8 * 32           # global tokens: 2 ranks x 4
+    # global tokens: 2 ranks x 4
+    assert records(tmp_path / 'ddp', 'eval')[-1]['tokens'] == 16 * 8 * 32
     single = grow.main(common + ['--batch_size', '8', '--out_dir', str(tmp_path / 'single')])
     assert abs(single['val_loss'] - r0['val']) < 0.05 * single['val_loss'], (single['val_loss'], r0['val'])
 
 
 def test_ddp_ranks_run_the_same_raptr_paths(corpus, tmp_path):
-    argv = TINY + ['--data', corpus, '--method', 'raptr', '--n_layer', '6', '--max_steps', '8', '--eval_interval',
-                   '8', '--batch_size', '4', '--out_dir', str(tmp_path / 'ddp')]
+    argv = TINY + ['--data', corpus, '--method', 'raptr', '--n_layer', '6', '--max_steps', '8',
+                   '--eval_interval', '8', '--batch_size', '4', '--out_dir', str(tmp_path / 'ddp')]
     torch.multiprocessing.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1))
     assert r0['paths'] == r1['paths'] and len({tuple(p) for p in r0['paths']}) > 3
@@ -1338,18 +1375,25 @@ def test_compile_trains_through_growth(corpus, tmp_path):
 @pytest.mark.parametrize('kind, argv', [
     ('gpt', ['--method', 'scratch', '--n_layer', 4]),
     ('bert', ['--method', 'scratch', '--n_layer', 4, '--bias', 0, '--pos', 'learned']),  # the papers' BERT
-    ('gpt', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # 3 shared blocks, written out at depth 8
-    ('bert', ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--embd_stages', '0.5,1,1']),  # grown wider
-    ('bert', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),  # rotary (the default): RoFormerForMaskedLM
-    ('gpt', ['--method', 'midas', '--n_layer', 6, '--max_steps', 21]),  # grown by middle copies (1 -> 6 blocks)
-    ('bert', ['--method', 'raptr', '--n_layer', 4, '--stop_at', 3]),  # stopped inside a path stage: full model out
+    # 3 shared blocks, written out at depth 8
+    ('gpt', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),
+    # grown wider
+    ('bert', ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--embd_stages', '0.5,1,1']),
+    # rotary (the default): RoFormerForMaskedLM
+    ('bert', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),
+    # grown by middle copies (1 -> 6 blocks)
+    ('gpt', ['--method', 'midas', '--n_layer', 6, '--max_steps', 21]),
+    # stopped inside a path stage: full model out
+    ('bert', ['--method', 'raptr', '--n_layer', 4, '--stop_at', 3]),
 ])
 def test_export_hf_logits_match(corpus, tmp_path, kind, argv):
-    transformers = pytest.importorskip('transformers', reason='transformers is optional (pip install transformers)')
+    transformers = pytest.importorskip('transformers',
+                                       reason='transformers is optional (pip install transformers)')
     run(corpus, tmp_path / 'run', '--model', kind, '--max_steps', 8, *argv)
     export.main(['--out_dir', str(tmp_path / 'run'), '--to', str(tmp_path / 'hf')])  # = grow.py --export_hf
-    cls = transformers.GPT2LMHeadModel if kind == 'gpt' else transformers.BertForMaskedLM if 'learned' in argv \
-        else transformers.RoFormerForMaskedLM  # BERT's default: rotary positions
+    # BERT's default is rotary positions
+    cls = transformers.GPT2LMHeadModel if kind == 'gpt' else \
+        transformers.BertForMaskedLM if 'learned' in argv else transformers.RoFormerForMaskedLM
     hf = cls.from_pretrained(str(tmp_path / 'hf')).eval()
     ck = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=False)
     ours = Transformer(Config(**ck['config'])).eval()
@@ -1375,8 +1419,8 @@ def test_export_hf_refuses_a_model_that_differs(capsys, corpus, tmp_path, monkey
             hf.transformer.ln_f.bias += 0.01
         return hf
     monkeypatch.setattr(export, "to_hf", off_by_a_little)
-    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')], 'differ',
-          'refused')
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'hf')],
+          'differ', 'refused')
     assert not (tmp_path / 'hf').exists() and not (tmp_path / 'hf.tmp').exists()
 
 
@@ -1437,8 +1481,8 @@ def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
     def out_of_memory(self, *args, **kwargs):  # what the CPU allocator raises when it is refused memory
         calls.append(1)
         if len(calls) == 2:
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: "
-                               "you tried to allocate 9663676416 bytes.")
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 9663676416 bytes.")
         return real_step(self, *args, **kwargs)
     monkeypatch.setattr(torch.optim.AdamW, 'step', out_of_memory)
     fails(capsys, TINY + ['--data', corpus, '--out_dir', str(tmp_path / 'oom'), '--max_steps', '4',
@@ -1454,7 +1498,8 @@ def test_bad_data_paths(capsys, corpus, tmp_path):
     (tmp_path / 'corpus.txt').write_text('print("hello")\n' * 100)
     fails(capsys, base + ['--data', str(tmp_path / 'corpus.txt')], '--data', 'is a file',
           f"python data.py --source {tmp_path / 'corpus.txt'}", 'corpus.txt_byte')
-    fails(capsys, base + ['--data', str(tmp_path / 'missing')], '--data', 'no such folder', 'data.py --source')
+    fails(capsys, base + ['--data', str(tmp_path / 'missing')], '--data', 'no such folder',
+          'data.py --source')
     (tmp_path / 'empty').mkdir()
     fails(capsys, base + ['--data', str(tmp_path / 'empty')], '--data', 'no meta.json', 'data.py')
     assert not (tmp_path / 'o').exists()
@@ -1471,9 +1516,11 @@ def test_bad_schedules(capsys, corpus, tmp_path):
     fails(capsys, base + ['--method', 'stack', '--stages', 'a,b'], '--stages', 'integers')
     fails(capsys, base + ['--method', 'stack', '--depth_op', 'clone'], '--depth_op', 'identity')
     fails(capsys, base + ['--method', 'stack', '--depth_noise', '-0.1'], '--depth_noise', 'positive')
-    fails(capsys, base + ['--model', 'bert', '--method', 'stack', '--depth_op', 'identity'], 'identity', 'gpt')
+    fails(capsys, base + ['--model', 'bert', '--method', 'stack', '--depth_op', 'identity'], 'identity',
+          'gpt')
     fails(capsys, base + ['--method', 'scratch', '--stages', '2,4', '--stage_at', '0.5'], '--method scratch')
-    fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3', '--max_steps 3')
+    fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3',
+          '--max_steps 3')
     assert not (tmp_path / 'o').exists()
 
 
@@ -1484,7 +1531,8 @@ def test_apollo_only_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--sampling', 'uniform'], '--sampling', 'lvps')
     fails(capsys, base + ['--method', 'stack', '--shared_lr', 'uses'], '--shared_lr', 'apollo')
     fails(capsys, base + ['--method', 'stack', '--sample_per', 'micro'], '--sample_per', 'apollo')
-    fails(capsys, base + ['--method', 'raptr', '--stages', '1,4', '--stage_at', '0.5'], '--stages 1,4', 'at least 2')
+    fails(capsys, base + ['--method', 'raptr', '--stages', '1,4', '--stage_at', '0.5'], '--stages 1,4',
+          'at least 2')
     fails(capsys, base + ['--method', 'raptr', '--depth_op', 'stack'], 'raptr', '--depth_op')
     fails(capsys, base + ['--method', 'raptr', '--grow', 'width'], 'raptr', 'width')
     fails(capsys, base + ['--method', 'midas', '--stages', '3,12', '--stage_at', '0.5'], 'middle', 'double')
@@ -1505,7 +1553,8 @@ def test_bad_compound_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--length_op', 'pool'], '--length_op pool', 'bert')
     fails(capsys, base + ['--model', 'bert', '--length_op', 'pool', '--pos', 'learned', '--grow', 'width'],
           '--length_op pool', 'none')
-    fails(capsys, base + ['--model', 'bert', '--length_op', 'pool'], '--length_op pool', 'rope', '--pos learned')
+    fails(capsys, base + ['--model', 'bert', '--length_op', 'pool'], '--length_op pool', 'rope',
+          '--pos learned')
     fails(capsys, base + ['--model', 'bert', '--mask_rate', '1.5'], '--mask_rate', '(0, 1)')
     fails(capsys, base + ['--model', 'bert', '--depth_op', 'identity'], 'identity', '--norm pre')
     fails(capsys, ['--method', 'scratch', '--grow', 'width', '--data', corpus], '--method scratch')
@@ -1542,7 +1591,8 @@ def test_export_hf_refusals(capsys, corpus, tmp_path):
           'no transformers class', 'pre-LN bert')
     (tmp_path / 'full').mkdir()
     (tmp_path / 'full' / 'keep.txt').write_text('x')
-    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'full')], '--force')
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'run'), '--export_hf', str(tmp_path / 'full')],
+          '--force')
     assert (tmp_path / 'full' / 'keep.txt').read_text() == 'x'  # untouched
 
 
@@ -1586,5 +1636,5 @@ def test_data_cli_errors(capsys, tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'nobody/nothing' on the Hub (LocalEntryNotFoundError)")
     monkeypatch.setattr(datasets, 'load_dataset', offline)
-    data_fails(capsys, ['--source', 'hf:nobody/nothing', '--out_dir', str(tmp_path / 'z')], 'hf:nobody/nothing',
-               'cannot be read', 'ConnectionError')
+    data_fails(capsys, ['--source', 'hf:nobody/nothing', '--out_dir', str(tmp_path / 'z')],
+               'hf:nobody/nothing', 'cannot be read', 'ConnectionError')
