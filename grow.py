@@ -6,8 +6,9 @@ Train a Transformer from scratch or progressively (growing it) and account for e
     python grow.py --resume --out_dir out            # continue an interrupted run exactly
 
 Read top-down: `train` is the loop (evaluate and checkpoint when due, grow at a stage boundary, one
-optimizer step, log); the helpers it calls follow in the order it calls them. The flags, each method's
-stages and the LR schedule are in flags.py; the models and growth operators in model.py.
+optimizer step, log); the helpers it calls follow in the order it calls them, then checkpoints and the
+command line. The flags, each method's stages and the LR schedule are in flags.py; the models and growth
+operators in model.py; the device, the processes and the stop signals in runtime.py.
 """
 import argparse
 import copy
@@ -211,43 +212,6 @@ class Window:
 
 # ----------------------------------------------------------------------------- helpers of the loop
 
-def parse_args(argv=None):
-    """The run's flags, checked (flags.py); with --resume, the checkpoint's flags (a resumed run is the same
-    run)."""
-    args, typed = flags.parse(argv)
-    if args.resume:
-        ckpt, path = read_checkpoint(args.out_dir)
-        args = flags.resumed(args, typed, ckpt['args'], path)
-    flags.check(args, typed)
-    if args.size == 'auto':
-        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
-        print(f"--size auto: {args.size} on {pick_device(args)}")
-    return args
-
-
-def read_checkpoint(out_dir, say=print):
-    """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
-    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
-    path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
-    if not os.path.isfile(path) and not os.path.isfile(prev):
-        raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
-        why = f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
-        try:
-            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
-        except Exception:
-            raise InputError(f"{why}; it is damaged and there is no readable ckpt.prev.pt to fall back to: "
-                             f"start the run again")
-        say(f"warning: {why}; resuming from the checkpoint before it, {prev}")
-        path = prev
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
-                         f"start the run again")
-    return ckpt, path
-
 
 def start_or_resume(run):
     """The first stage's model, its optimizer, the data and depth samplers and the counters, or all of them as
@@ -362,25 +326,6 @@ def evaluate(model, evals, rt, **depth):
     if rt.ddp:
         loss, n, right, count = all_sum(loss, n, right, count, device=rt.device)
     return loss / n, right / count
-
-
-def save_checkpoint(run, **extra):
-    """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt. Written atomically: a
-    temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so
-    a write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
-    state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
-                 optimizer=run.optimizer.state_dict(), args=vars(run.args),
-                 run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(), meta=run.corpus[0],
-                 **extra)
-    out_dir = run.args.out_dir
-    path = os.path.join(out_dir, 'ckpt.pt')
-    with open(path + '.tmp', 'wb') as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if os.path.exists(path):
-        os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
-    os.replace(path + '.tmp', path)
 
 
 def grow_at_boundary(run, i):
@@ -581,12 +526,71 @@ def duration(s):
 
 # ----------------------------------------------------------------------------- checkpoints
 
+def read_checkpoint(out_dir, say=print):
+    """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
+    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
+    path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
+    if not os.path.isfile(path) and not os.path.isfile(prev):
+        raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
+        why = f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+        try:
+            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
+        except Exception:
+            raise InputError(f"{why}; it is damaged and there is no readable ckpt.prev.pt to fall back to: "
+                             f"start the run again")
+        say(f"warning: {why}; resuming from the checkpoint before it, {prev}")
+        path = prev
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
+                         f"start the run again")
+    return ckpt, path
+
+
+def save_checkpoint(run, **extra):
+    """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt. Written atomically: a
+    temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so
+    a write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
+    state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
+                 optimizer=run.optimizer.state_dict(), args=vars(run.args),
+                 run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(), meta=run.corpus[0],
+                 **extra)
+    out_dir = run.args.out_dir
+    path = os.path.join(out_dir, 'ckpt.pt')
+    with open(path + '.tmp', 'wb') as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(path):
+        os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
+    os.replace(path + '.tmp', path)
+
+
 def checkpoint_model(args):
     """The model of out_dir's checkpoint (in eval mode), and the checkpoint."""
     ckpt, _ = read_checkpoint(args.out_dir)
     model = Transformer(Config(**ckpt['config']))
     model.load_state_dict(ckpt['model'])
     return model.eval(), ckpt
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def parse_args(argv=None):
+    """The run's flags, checked (flags.py); with --resume, the checkpoint's flags (a resumed run is the same
+    run)."""
+    args, typed = flags.parse(argv)
+    if args.resume:
+        ckpt, path = read_checkpoint(args.out_dir)
+        args = flags.resumed(args, typed, ckpt['args'], path)
+    flags.check(args, typed)
+    if args.size == 'auto':
+        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {pick_device(args)}")
+    return args
 
 
 def main(argv=None):
