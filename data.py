@@ -308,8 +308,9 @@ class Batches:
             raise InputError(f"the data split has {len(self.tokens)} tokens, fewer than one window of {need}")
         starts = self.rng.integers(0, len(self.tokens) - need + 1, size=batch_size)
         w = np.stack([self.tokens[s:s + need] for s in starts]).astype(np.int64)
-        if self.kind == 'gpt':
-            return torch.from_numpy(w[:, :-1]), torch.from_numpy(w[:, 1:])
+        if self.kind == 'gpt':  # (contiguous copies: a strided view would not reach the device asynchronously)
+            x, y = np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
+            return torch.from_numpy(x), torch.from_numpy(y)
         return mask_tokens(w, self.rng, self.meta, self.mlm_prob)
 
 
@@ -322,6 +323,12 @@ def mask_tokens(x, rng, meta, mlm_prob=0.15):
     x = np.where(chosen & (r < 0.8), meta['mask_id'], x)
     x = np.where(chosen & (r >= 0.8) & (r < 0.9), rng.integers(0, meta['n_ordinary'], size=x.shape), x)
     return torch.from_numpy(x), torch.from_numpy(labels)
+
+
+def masked_positions(y, kind):
+    """BERT: the flat indices of a batch's predicted positions (labels not -100), found on the host, where
+    they cost no wait for the device; GPT: None (it predicts every position)."""
+    return torch.from_numpy(np.flatnonzero(y.numpy() != -100)) if kind == 'bert' else None
 
 
 def eval_batches(tokens, kind, meta, n, batch_size, seq_len, seed=1234):

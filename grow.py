@@ -31,12 +31,14 @@ from flags import (depth_sampling, evaluation_depth, lr_at, make_budget, model_c
                    schedule, shared_lr_scales, stage_of)
 from model import (Config, Transformer, deepen, draw_depth, growth_map, micro_batch_flops, num_params,
                    random_path, tile, widen)
-from runtime import (Diverged, Interrupted, RunStopped, Runtime, StopRequest, all_sum, check_memory,
+from runtime import (Diverged, Interrupted, RunStopped, Runtime, StopRequest, check_memory,
                      Stopwatch, compiled_graphs, leave_process_group, out_of_memory, peak_flops, pick_device,
                      start_runtime)
 
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
+# an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
+IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
 # what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
 GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool',
          'path': 'path'}
@@ -51,7 +53,6 @@ def train(args, request=None):
     run = start(args)
     rt, progress, model, optimizer = run.rt, run.progress, run.model, run.optimizer
     net = rt.wrap(model)  # DDP's wrapper under torchrun, the model itself otherwise
-    window = Window.at(progress)
     while True:
         pos = run.budget.position(progress)  # the clock: steps, or FLOPs in steps of the target
         done = pos >= args.max_steps - 1e-9  # (float FLOPs sums)
@@ -76,29 +77,26 @@ def train(args, request=None):
             depth = depths[micro % len(depths)]
             x, y = run.batches.next(stage['batch'], stage['seq'])
             flops += micro_batch_flops(model.cfg, depth, stage, y)
-            x, y = rt.put(x, y)
+            x, y, masked = rt.put(x, y, data.masked_positions(y, model.cfg.kind))
             # DDP averages the gradients across ranks once per step, on the last micro-batch
             sync = not rt.ddp or micro == args.grad_accum - 1
             with nullcontext() if sync else net.no_sync(), rt.autocast():
-                _, loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'])
+                _, loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'], masked=masked)
             (loss / args.grad_accum).backward()
             loss_sum += loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
-        applied, flops = agree(rt, loss_sum, norm, flops)
-        if applied:
-            optimizer.step()
+        # the fused AdamW skips the update on the device where found_inf is 1, as under a GradScaler: no
+        # step waits for the device to decide (`settle` reads the flags when the loop logs)
+        optimizer.found_inf = not_finite(rt, loss_sum, norm)
+        optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-        loss = loss_sum / args.grad_accum
-        progress.add_step(depths, run.step_tokens, flops, applied)
+        progress.add_step(depths, run.step_tokens, rt.all_sum(flops)[0] if rt.ddp else flops)
+        run.window.add(depths, loss_sum / args.grad_accum, optimizer.found_inf, lr)
         run.ran += depths
         run.paths += [layers] if stage['path'] else []
-        window.depths += depths
-        if not applied:
-            skipped_step(run, loss, lr)
         if progress.step % args.log_interval == 0:
-            log_train(run, window, loss, lr)
-            window = Window.at(progress)
+            log_train(run)  # the loop's one wait for the device between evaluations
     return finish(run, request, done)
 
 
@@ -121,6 +119,7 @@ class Run:
     sampler: np.random.Generator = None  # Apollo's depths and RaPTr's paths: seeded alike on every rank
     progress: 'Progress' = None
     log: 'Log' = None
+    window: 'Window' = None   # the steps since the last train log line
     watch: Stopwatch = None
     step_tokens: int = 0      # tokens per optimizer step, all ranks: the same in every stage
     val_loss: float = None
@@ -151,7 +150,7 @@ def start(args):
     resumed_at = run.progress.step if args.resume else None
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master)
     describe(run)
-    run.watch = Stopwatch(rt.device == 'cuda')
+    run.watch, run.window = Stopwatch(rt.device == 'cuda'), Window.at(run.progress)
     return run
 
 
@@ -189,25 +188,37 @@ class Progress:
     skips: int = 0            # consecutive steps skipped for a non-finite loss or gradient norm
     depths: dict = field(default_factory=dict)  # executed depth -> micro-batches run at it, this stage
 
-    def add_step(self, depths, tokens, flops, applied=True):
-        """One step taken: its data and compute are spent even when its update was skipped (not applied)."""
+    def add_step(self, depths, tokens, flops):
+        """One step taken: its data and compute are spent even when its update is skipped (`settle`)."""
         self.step, self.tokens, self.flops = self.step + 1, self.tokens + tokens, self.flops + flops
         for depth in depths:
             self.depths[str(depth)] = self.depths.get(str(depth), 0) + 1
-        self.skips = 0 if applied else self.skips + 1
 
 
 @dataclass
 class Window:
-    """The counters at the last train log line, and the depths run since: the log line's rates."""
+    """The steps since the last train log line: the counters where it began (the line's rates), and each
+    step's depths, learning rate, loss and skip flag. Losses and flags stay on the device until `settle`
+    reads them, since reading waits for the device: the loop reads when it logs, evaluates or grows."""
+    step: int
     time: float
     tokens: int
     flops: float
     depths: list = field(default_factory=list)
+    lrs: list = field(default_factory=list)
+    losses: list = field(default_factory=list)  # on the device
+    bad: list = field(default_factory=list)     # on the device: 1.0 where the step was not applied
+    read: int = 0                               # steps whose loss and flag `settle` has read
 
     @staticmethod
     def at(progress):
-        return Window(progress.train_time, progress.tokens, progress.flops)
+        return Window(progress.step, progress.train_time, progress.tokens, progress.flops)
+
+    def add(self, depths, loss, bad, lr):
+        self.depths += depths
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.bad.append(bad)
 
 
 # ----------------------------------------------------------------------------- helpers of the loop
@@ -221,7 +232,7 @@ def start_or_resume(run):
     torch.manual_seed(args.seed)
     first = {k: run.stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
     run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
-    run.optimizer = make_optimizer(run.model, args, rt.device)
+    run.optimizer = make_optimizer(run.model, args)
     # each rank its own data; BERT masks --mask_rate of the positions (evaluation always 15%)
     run.batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank,
                                mlm_prob=args.mask_rate)
@@ -233,19 +244,21 @@ def start_or_resume(run):
         raise InputError(f"--resume: {ckpt_path} was written by {len(ckpt['data_rng'])} processes, not "
                          f"{rt.world}")
     run.model.load_state_dict(ckpt['model'])
-    run.optimizer.load_state_dict(ckpt['optimizer'])
+    load_optimizer(run.optimizer, ckpt['optimizer'])
     run.batches.rng.bit_generator.state = ckpt['data_rng'][rt.rank]
     run.sampler.bit_generator.state = ckpt['sampler_rng']
-    torch.set_rng_state(ckpt['torch_rng'])
+    set_rng_states(ckpt, rt)
     counters = dict(ckpt['run'])
     counters.setdefault('stage_index', counters.pop('stage', 0))  # (checkpoints of earlier versions)
     rt.say(f"resumed {ckpt_path} at step {counters['step']}")
     run.progress = Progress(**counters)
 
 
-def make_optimizer(model, args, device):
+def make_optimizer(model, args):
     """AdamW; weight decay on matrices and embeddings only, never on biases and LayerNorm gains. With
-    --shared_lr each weight block has groups of its own (`block`: its index), so its rate can be scaled."""
+    --shared_lr each weight block has groups of its own (`block`: its index), so its rate can be scaled. Fused
+    on every device (CPU too, since torch 2.4): one kernel for all parameters, and it can skip a step on the
+    device (`found_inf`), which the loop's non-finite check relies on."""
     owner = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()} if args.shared_lr not in \
         (None, 'none') else {}
     groups = []
@@ -254,7 +267,16 @@ def make_optimizer(model, args, device):
         tag = {} if block is None else dict(block=block)
         groups += [dict(params=[p for p in params if p.dim() >= 2], weight_decay=args.weight_decay, **tag),
                    dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device == 'cuda')
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=True)
+
+
+def load_optimizer(optimizer, saved):
+    """A checkpoint's AdamW state (moments, steps, rates) in an optimizer built here: the saved groups' own
+    implementation flags would otherwise win (a CPU checkpoint of an earlier version is not fused), and the
+    step counts go where this optimizer's kernel reads them (on the parameters' device when fused)."""
+    groups = [dict(g, **{k: built[k] for k in IMPLEMENTATION if k in built})
+              for g, built in zip(saved['param_groups'], optimizer.param_groups)]
+    optimizer.load_state_dict(dict(saved, param_groups=groups))
 
 
 def compile_blocks(model, stage, probe, rt):
@@ -287,6 +309,7 @@ def evaluate_and_save(run):
     Its time is not training time."""
     args, rt, progress, model = run.args, run.rt, run.progress, run.model
     progress.train_time += run.watch.lap()
+    settle(run)  # (a run that diverged stops here, its last good checkpoint kept)
     at = evaluation_depth(args, model.cfg)
     val, acc = evaluate(model, run.evals[rt.rank::rt.world], rt, **at)
     if not math.isfinite(val) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
@@ -324,7 +347,7 @@ def evaluate(model, evals, rt, **depth):
     model.train()
     n = len(evals)
     if rt.ddp:
-        loss, n, right, count = all_sum(loss, n, right, count, device=rt.device)
+        loss, n, right, count = rt.all_sum(loss, n, right, count)
     return loss / n, right / count
 
 
@@ -335,6 +358,7 @@ def grow_at_boundary(run, i):
     run."""
     args, rt, progress, probe = run.args, run.rt, run.progress, run.evals[0]
     progress.train_time += run.watch.lap()
+    settle(run)
     stage_summary(run)
     old, new = run.stages[progress.stage_index], run.stages[i]
     at = evaluation_depth(args, run.model.cfg)
@@ -376,12 +400,14 @@ def grow(model, optimizer, stage, op, args):
         grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
     # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
     sources = growth_map(grown, src if args.opt_state == 'copy' else None, tiles)
-    new_optimizer = make_optimizer(grown, args, next(grown.parameters()).device.type)
+    new_optimizer = make_optimizer(grown, args)
     for n, p in grown.named_parameters():
         old, ops = sources[n]
         if old in moments:
             s = moments[old]
-            new_optimizer.state[p] = dict(s, step=s['step'].clone(), exp_avg=tile(s['exp_avg'], ops).clone(),
+            # (the fused kernel reads the step count on the parameter's device)
+            new_optimizer.state[p] = dict(s, step=s['step'].to(p.device, torch.float32, copy=True),
+                                          exp_avg=tile(s['exp_avg'], ops).clone(),
                                           exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
     return grown, new_optimizer, src
 
@@ -412,27 +438,29 @@ def draw_depths(run, stage):
     return [draw_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
 
 
-def agree(rt, loss_sum, norm, flops):
-    """(apply this step?, its FLOPs over all ranks): a step is applied only when its loss and gradient norm
-    are finite (the check waits for the device: a NaN must not land). Under DDP every rank skips alike and
-    counts the same FLOPs, since the clock decides when all of them grow."""
-    finite = bool(torch.isfinite(loss_sum) & torch.isfinite(norm))
+def not_finite(rt, loss_sum, norm):
+    """1.0 on the device where the step's loss or gradient norm is not finite, else 0.0, computed without
+    waiting for the device. Under DDP a flag on any rank holds on every rank, so all of them skip alike."""
+    bad = (~(torch.isfinite(loss_sum) & torch.isfinite(norm))).float()
     if rt.ddp:
-        bad, flops = all_sum(not finite, flops, device=rt.device)
-        finite = bad == 0
-    return finite, flops
+        dist.all_reduce(bad)
+        bad = (bad > 0).float()  # (the fused kernel skips where found_inf is exactly 1)
+    return bad
 
 
-def log_train(run, window, loss, lr):
-    """The train record of log.jsonl and the log line; the rates are over the steps since the last line, and
-    the ETA is the FLOPs still to spend at the FLOPs per second of the current shape."""
-    args, rt, progress, stages, budget = run.args, run.rt, run.progress, run.stages, run.budget
+def log_train(run):
+    """The train record of log.jsonl and the log line, after the window's skips (`settle`); the rates are over
+    the steps since the last line, and the ETA is the FLOPs still to spend at the FLOPs per second of the
+    current shape. A new window begins."""
+    args, rt, progress, stages, budget, window = run.args, run.rt, run.progress, run.stages, run.budget, \
+        run.window
     progress.train_time += run.watch.lap()
+    loss, lr = settle(run), window.lrs[-1]
     seconds, position = progress.train_time - window.time, budget.position(progress)
     peak = peak_flops(rt.device)
     mfu = (progress.flops - window.flops) / rt.world / seconds / peak if peak else None  # per device
     depth = window.depths[-1]
-    rec = run.log.write(type='train', step=progress.step, loss=loss.item(), lr=lr, depth=depth,
+    rec = run.log.write(type='train', step=progress.step, loss=loss, lr=lr, depth=depth,
                         depths=window.depths, stage=progress.stage_index + 1,
                         seq=stages[progress.stage_index]['seq'], tokens=progress.tokens, flops=progress.flops,
                         time=progress.train_time, tok_per_s=(progress.tokens - window.tokens) / seconds,
@@ -445,18 +473,35 @@ def log_train(run, window, loss, lr):
            (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
            (f" | {rec['graphs']} graphs compiled" if args.compile else "") +
            f" | eta {duration(budget.to_go(position) * seconds / max(progress.flops - window.flops, 1e-9))}")
+    run.window = Window.at(progress)
 
 
-def skipped_step(run, loss, lr):
+def settle(run):
+    """Read the losses and skip flags of the window's steps not read yet (this waits for the device): each
+    step that was not applied gets its `skip` record and line, and --max_skips of them in a row stop the run
+    (Diverged). Returns the last step's loss."""
+    window, progress = run.window, run.progress
+    if window.read == len(window.bad):
+        return window.losses[-1].item() if window.losses else None
+    losses = torch.stack(window.losses[window.read:]).tolist()
+    flags = torch.stack(window.bad[window.read:]).tolist()
+    for n, (loss, bad) in enumerate(zip(losses, flags), start=window.step + window.read + 1):
+        progress.skips = progress.skips + 1 if bad else 0
+        if bad:
+            skipped_step(run, n, loss, window.lrs[n - window.step - 1])
+    window.read = len(window.bad)
+    return losses[-1]
+
+
+def skipped_step(run, step, loss, lr):
     """A step that was not applied: a `skip` record and line; too many in a row stop the run (Diverged)."""
     args, progress = run.args, run.progress
-    run.log.write(type='skip', step=progress.step, loss=loss.item(), lr=lr, stage=progress.stage_index + 1,
-                  skips=progress.skips)
-    run.rt.say(f"step {progress.step}: loss {loss.item():.4g} or its gradient norm is not finite; the step "
-               f"was not applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
+    run.log.write(type='skip', step=step, loss=loss, lr=lr, stage=progress.stage_index + 1, skips=progress.skips)
+    run.rt.say(f"step {step}: loss {loss:.4g} or its gradient norm is not finite; the step was not applied "
+               f"({progress.skips} in a row, at most --max_skips {args.max_skips})")
     if progress.skips >= args.max_skips:
         raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last at "
-                       f"step {progress.step}" + stuck_at(run, lr))
+                       f"step {step}" + stuck_at(run, lr))
 
 
 def stuck_at(run, lr=None):
@@ -556,8 +601,7 @@ def save_checkpoint(run, **extra):
     a write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
     state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
                  optimizer=run.optimizer.state_dict(), args=vars(run.args),
-                 run=copy.deepcopy(asdict(run.progress)), torch_rng=torch.get_rng_state(), meta=run.corpus[0],
-                 **extra)
+                 run=copy.deepcopy(asdict(run.progress)), meta=run.corpus[0], **rng_states(run.rt), **extra)
     out_dir = run.args.out_dir
     path = os.path.join(out_dir, 'ckpt.pt')
     with open(path + '.tmp', 'wb') as f:
@@ -567,6 +611,19 @@ def save_checkpoint(run, **extra):
     if os.path.exists(path):
         os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
     os.replace(path + '.tmp', path)
+
+
+def rng_states(rt):
+    """torch's random states that a resumed run continues: the CPU generator's, and on CUDA the device's
+    (dropout draws its masks there)."""
+    return dict(torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state() if rt.device == 'cuda'
+                else None)
+
+
+def set_rng_states(ckpt, rt):
+    torch.set_rng_state(ckpt['torch_rng'])
+    if rt.device == 'cuda' and ckpt.get('cuda_rng') is not None:  # (a CPU checkpoint resumed on CUDA has none)
+        torch.cuda.set_rng_state(ckpt['cuda_rng'])
 
 
 def checkpoint_model(args):

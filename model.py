@@ -211,13 +211,14 @@ class Transformer(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, idx, targets=None, depth=None, layer_map='interpolate', pool=1):
+    def forward(self, idx, targets=None, depth=None, layer_map='interpolate', pool=1, masked=None):
         """Run `depth` layers (default: one per owned block) through `map_layers`; BERT with pool > 1 runs a
         short stage of CompoundGrow's embedding pooling (`forward_pooled`).
 
         GPT: targets are the next tokens; without targets only the last position's logits are returned.
         BERT: targets hold the original ids at masked positions and -100 elsewhere; the MLM head runs on
-        the masked positions only (it would be most of the FLOPs otherwise). Without targets: all positions.
+        the masked positions only (it would be most of the FLOPs otherwise), `masked` their flat indices when
+        the host already knows them (finding them here waits for the device). Without targets: all positions.
         Returns (logits, loss or None).
         """
         cfg = self.cfg
@@ -241,8 +242,8 @@ class Transformer(nn.Module):
             logits = x @ self.wte.weight.T
             return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         if targets is not None:
-            keep = targets != -100
-            x, targets = x[keep], targets[keep]
+            masked = (targets != -100).flatten().nonzero().squeeze(1) if masked is None else masked
+            x, targets = x.flatten(0, 1)[masked], targets.flatten()[masked]
         logits = self.mlm_head(x)
         return logits, None if targets is None else F.cross_entropy(logits.float(), targets)
 
@@ -477,7 +478,7 @@ def micro_batch_flops(cfg, depth, stage, y):
     runs one query per masked position (padded to the most in any window)."""
     if cfg.kind == 'gpt':
         return flops_per_step(cfg, depth, y.numel(), stage['seq'])
-    masked = y != -100
+    masked = y.numpy() != -100  # (the host's copy: counting it waits for no device)
     queries = int(masked.sum(1).max()) if stage['pool'] > 1 else 0
     return flops_per_step(cfg, depth, y.numel(), stage['seq'], int(masked.sum()), stage['pool'], queries)
 

@@ -31,6 +31,7 @@ class Runtime:
     rank: int = 0
     world: int = 1
     unused: bool = False  # some parameters may get no gradient in a step (RaPTr's skipped layers)
+    host_group: object = None  # DDP on CUDA: a gloo group for host values (`all_sum`)
 
     @property
     def ddp(self):
@@ -51,15 +52,23 @@ class Runtime:
         how = self.dtype + (f", {threads} thread{'s' * (threads > 1)}" if self.device == 'cpu' else "")
         return f"{self.device} ({how})" + (f" x {self.world} processes" if self.ddp else "")
 
+    def all_sum(self, *values):
+        """Host values summed over the ranks. On CUDA through a gloo group of their own: NCCL would need them
+        on the device and back, and the host would wait for every kernel queued before."""
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, group=self.host_group)
+        return t.tolist()
+
     def say(self, *text):
         if self.master:
             print(*text)
 
-    def put(self, x, y):
-        """A micro-batch on the device; on CUDA from pinned memory, so the copy overlaps the kernels."""
+    def put(self, *tensors):
+        """A micro-batch's tensors on the device (None stays None); on CUDA from pinned memory, so that the
+        copies overlap the kernels."""
         if self.device == 'cuda':
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            tensors = [t if t is None else t.pin_memory() for t in tensors]
+        return [t if t is None else t.to(self.device, non_blocking=True) for t in tensors]
 
     def wrap(self, model):
         """DDP's wrapper (rebuilt after every growth: new parameters); it broadcasts rank 0's weights."""
@@ -86,22 +95,16 @@ def start_runtime(args):
     if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
         rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(),
-                     unused=METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers get no gradient)
+                     unused=METHODS[args.method].draws == 'path',  # (RaPTr's skipped layers get no gradient)
+                     host_group=dist.new_group(backend='gloo') if device == 'cuda' else None)
         if device == 'cuda':
             torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
     if device == 'cuda':  # TF32 for the float32 matmuls that autocast leaves
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision('high')
     if args.eval_batches < rt.world:
         raise InputError(f"--eval_batches {args.eval_batches}: DDP splits them over {rt.world} processes; "
                          f"give at least {rt.world}")
     return rt
-
-
-def all_sum(*values, device):
-    """DDP: each value summed over all ranks."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def leave_process_group():
@@ -199,7 +202,7 @@ class StopRequest:
     def agreed(self, rt):
         """Stop now? Under torchrun every rank stops at the same step if any rank was asked to."""
         if rt.ddp:  # (every rank must join the collective, asked or not)
-            asked = all_sum(self.signum, device=rt.device)[0]
+            asked = rt.all_sum(self.signum)[0]
             self.signum = self.signum or (signal.SIGTERM if asked else 0)
         return bool(self.signum)
 

@@ -628,7 +628,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
     torch.manual_seed(0)
     args = grow.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=6, n_blocks=3))
-    opt = grow.make_optimizer(model, args, 'cpu')
+    opt = grow.make_optimizer(model, args)
     x = torch.randint(0, 256, (2, 16))
     for _ in range(2):
         model(x, x)[1].backward()
@@ -657,7 +657,7 @@ def test_width_moments_follow_the_tiling():
     torch.manual_seed(0)
     args = grow.parse_args(['--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
-    opt = grow.make_optimizer(model, args, 'cpu')
+    opt = grow.make_optimizer(model, args)
     x = torch.randint(0, 256, (2, 16))
     model(x, x)[1].backward()
     opt.step()
@@ -770,8 +770,13 @@ def test_previous_checkpoint_is_kept_and_used_when_the_last_is_damaged(capsys, c
 
 def test_nonfinite_steps_are_skipped_then_the_run_stops(capsys, corpus, tmp_path):
     """--lr 50 blows up: the bad steps are not applied, the run stops with exit status 3, and the checkpoint
-    left holds only finite weights; a lower --lr then resumes from it (README: "Checkpoints and signals")."""
-    argv = ['--n_layer', 2, '--lr', 50, '--max_steps', 60, '--eval_interval', 20, '--log_interval', 1]
+    left holds only finite weights; a lower --lr then resumes from it (README: "Checkpoints and signals").
+    The skip is decided on the device and read when the loop logs: the same steps, whatever the interval."""
+    argv = ['--n_layer', 2, '--lr', 50, '--max_steps', 60, '--eval_interval', 20]
+    with pytest.raises(SystemExit):
+        run(corpus, tmp_path / 'sparse', *argv, '--log_interval', 7)
+    capsys.readouterr()
+    argv += ['--log_interval', 1]
     with pytest.raises(SystemExit) as e:
         run(corpus, tmp_path, *argv)
     err = capsys.readouterr().err.strip()
@@ -780,6 +785,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(capsys, corpus, tmp_path
         assert needle in err, err
     skips = records(tmp_path, 'skip')
     assert [s['skips'] for s in skips] == [1, 2, 3] and np.diff([s['step'] for s in skips]).tolist() == [1, 1]
+    assert records(tmp_path / 'sparse', 'skip') == skips
     ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
     assert ck['run']['step'] == 0 and all(torch.isfinite(v).all() for v in ck['model'].values())
     summary = grow.main(['--resume', '--out_dir', str(tmp_path), '--lr', '3e-3'])
@@ -1368,6 +1374,113 @@ def test_compile_trains_through_growth(corpus, tmp_path):
             before = r['graphs']
         elif r['type'] == 'train':
             assert r['graphs'] == before, (r['step'], r['graphs'], before)
+
+
+# ----------------------------------------------------------------------------- one GPU: no waiting, device state
+
+# what makes the host wait for a tensor's value (`numpy` is not here: it only works on host tensors)
+SYNCS = {'item', 'tolist', '__bool__', '__int__', '__float__', '__index__', 'nonzero'}
+
+
+class CountSyncs(torch.overrides.TorchFunctionMode):
+    """Records every call that reads a tensor's value on the host, while `on`."""
+
+    def __init__(self):
+        super().__init__()
+        self.on, self.calls = False, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, '__name__', '')
+        index = args[1] if name == '__getitem__' else ()
+        masks = [i for i in (index if isinstance(index, tuple) else (index,))
+                 if isinstance(i, torch.Tensor) and i.dtype == torch.bool]  # a boolean mask's size is a read
+        if self.on and (name in SYNCS or masks):
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def paused(counter, f):
+    def wrapper(*args, **kwargs):
+        was, counter.on = counter.on, False
+        try:
+            return f(*args, **kwargs)
+        finally:
+            counter.on = was
+    return wrapper
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_the_step_waits_for_the_device_only_when_it_logs(corpus, tmp_path, monkeypatch, kind):
+    """As in nanoGPT, a step reads no tensor's value on the host between log lines (on a GPU each read would
+    wait for every queued kernel): counted over a growing run's steps, outside its log lines, evaluations
+    and growths, where reading is the point."""
+    counter = CountSyncs()
+    for name in ('log_train', 'evaluate_and_save', 'grow_at_boundary', 'finish'):
+        monkeypatch.setattr(grow, name, paused(counter, getattr(grow, name)))
+    start = grow.start
+
+    def started(args):
+        r = start(args)
+        counter.on = True
+        return r
+    monkeypatch.setattr(grow, 'start', started)
+    with counter:
+        run(corpus, tmp_path, '--model', kind, '--method', 'apollo', '--n_layer', 8, '--max_steps', 16,
+            '--log_interval', 8, '--eval_interval', 16)
+        assert [r['step'] for r in records(tmp_path, 'train')] == [8, 16] and records(tmp_path, 'growth')
+        assert counter.calls == []
+        counter.on = True  # the counter does see a read
+        assert torch.ones(2).sum().item() == 2 and counter.calls == ['item']
+
+
+def test_a_checkpoint_resumes_into_the_optimizer_built_here(corpus, tmp_path):
+    """A checkpoint whose AdamW was built otherwise (not fused, foreach: a CPU run of an earlier version, or
+    another device) resumes into this run's fused AdamW, whose flags win, and grows after it: the run
+    continues as the uninterrupted one, and every step count sits where the fused kernel reads it (the
+    parameter's device, float32; on CPU the device cannot differ, on CUDA the move is the point)."""
+    argv = ['--method', 'stack', '--n_layer', 4, '--max_steps', 12, '--eval_interval', 3]
+    full = run(corpus, tmp_path / 'full', *argv)
+    run(corpus, tmp_path / 'half', *argv, '--stop_at', 3)
+    ck = torch.load(tmp_path / 'half' / 'ckpt.pt', weights_only=False)
+    for group in ck['optimizer']['param_groups']:
+        group.update(fused=None, foreach=True)
+    torch.save(ck, tmp_path / 'half' / 'ckpt.pt')
+    resumed = grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
+    assert records(tmp_path / 'half', 'growth')[-1]['step'] > 3  # it grew after the resume
+    assert resumed['val_loss'] == full['val_loss']
+    model, args = Transformer(small('gpt')), grow.parse_args([])
+    groups = [dict(params=g['params'], weight_decay=g['weight_decay'])
+              for g in grow.make_optimizer(model, args).param_groups]
+    other = torch.optim.AdamW(groups, foreach=True)
+    x = torch.zeros(1, 8, dtype=torch.long)
+    model(x, x)[1].backward()
+    other.step()
+    here = grow.make_optimizer(model, args)
+    grow.load_optimizer(here, other.state_dict())
+    assert all(g['fused'] and g['foreach'] is None for g in here.param_groups)
+    assert all(s['step'].dtype == torch.float32 and s['step'].device == p.device and s['step'] == 1
+               for p, s in here.state.items()) and len(here.state) == len(list(model.parameters()))
+
+
+def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
+    """On CUDA a checkpoint holds the device's random state too (dropout's masks), and a resume restores it;
+    a CPU run has none to save and restores none. (CUDA mocked here; the real round trip is the next test.)"""
+    state, restored = torch.tensor([7, 1, 3], dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, 'get_rng_state', lambda: state.clone())
+    monkeypatch.setattr(torch.cuda, 'set_rng_state', restored.append)
+    saved = grow.rng_states(runtime.Runtime('cuda', 'bfloat16'))
+    assert torch.equal(saved['cuda_rng'], state) and torch.equal(saved['torch_rng'], torch.get_rng_state())
+    grow.set_rng_states(saved, runtime.Runtime('cuda', 'bfloat16'))
+    assert len(restored) == 1 and torch.equal(restored[0], state)
+    assert grow.rng_states(CPU)['cuda_rng'] is None
+    grow.set_rng_states(saved, CPU)
+    assert len(restored) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path):
+    assert_resumes(corpus, tmp_path, ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4],
+                   3)
 
 
 # ----------------------------------------------------------------------------- export to Hugging Face
