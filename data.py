@@ -308,7 +308,7 @@ class Batches:
             raise InputError(f"the data split has {len(self.tokens)} tokens, fewer than one window of {need}")
         starts = self.rng.integers(0, len(self.tokens) - need + 1, size=batch_size)
         w = np.stack([self.tokens[s:s + need] for s in starts]).astype(np.int64)
-        if self.kind == 'gpt':  # (contiguous copies: a strided view would not reach the device asynchronously)
+        if self.kind == 'gpt':  # (contiguous: a strided view would not reach the device asynchronously)
             x, y = np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
             return torch.from_numpy(x), torch.from_numpy(y)
         return mask_tokens(w, self.rng, self.meta, self.mlm_prob)

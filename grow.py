@@ -496,7 +496,8 @@ def settle(run):
 def skipped_step(run, step, loss, lr):
     """A step that was not applied: a `skip` record and line; too many in a row stop the run (Diverged)."""
     args, progress = run.args, run.progress
-    run.log.write(type='skip', step=step, loss=loss, lr=lr, stage=progress.stage_index + 1, skips=progress.skips)
+    run.log.write(type='skip', step=step, loss=loss, lr=lr, stage=progress.stage_index + 1,
+                  skips=progress.skips)
     run.rt.say(f"step {step}: loss {loss:.4g} or its gradient norm is not finite; the step was not applied "
                f"({progress.skips} in a row, at most --max_skips {args.max_skips})")
     if progress.skips >= args.max_skips:
@@ -622,7 +623,7 @@ def rng_states(rt):
 
 def set_rng_states(ckpt, rt):
     torch.set_rng_state(ckpt['torch_rng'])
-    if rt.device == 'cuda' and ckpt.get('cuda_rng') is not None:  # (a CPU checkpoint resumed on CUDA has none)
+    if rt.device == 'cuda' and ckpt.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
         torch.cuda.set_rng_state(ckpt['cuda_rng'])
 
 

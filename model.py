@@ -110,17 +110,28 @@ def draw_depth(k, L, how, rng):
     raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
 
 
-def rotate(x):
-    """Rotary positions (RoPE; RoFormer, Su et al. 2021, Eq. 34) on (B, heads, T, head_dim): each pair (x_2j,
+def rope_tables(T, d):
+    """cos and sin of RoPE's angles t / 10000^(2j / d) for positions t < T and pairs j < d / 2, (T, d / 2):
+    computed once per attention layer (buffers), not at every call."""
+    freq = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
+    angle = torch.arange(T, dtype=torch.float32)[:, None] * freq
+    return angle.cos(), angle.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotary positions (RoPE; RoFormer, Su et al. 2021, Eq. 34) on (B, T, ..., head_dim): each pair (x_2j,
     x_2j+1) of the t-th position is rotated by the angle t / 10000^(2j / head_dim), so that q . k depends on
     the positions' difference only. Pairs interleaved as in RoFormer (transformers' RoFormer matches). Nothing
-    is learned: a BERT needs no position table, and no position is ever untrained."""
-    T, d = x.shape[-2:]
-    freq = 1.0 / 10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angle = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freq
-    cos, sin = angle.cos(), angle.sin()
-    even, odd = x[..., 0::2].float(), x[..., 1::2].float()
-    return torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(-2).to(x.dtype)
+    is learned: a BERT needs no position table, and no position is ever untrained. Eagerly the rotation is
+    one complex product per pair (one kernel); compiled, the same product written in reals, which inductor
+    fuses (it generates no complex code)."""
+    T = x.size(1)
+    cos, sin = (t[:T].view(T, *[1] * (x.dim() - 3), -1) for t in (cos, sin))  # (broadcast over the middle)
+    if torch.compiler.is_compiling():
+        even, odd = x[..., 0::2].float(), x[..., 1::2].float()
+        return torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(-2).to(x.dtype)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -128,6 +139,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, cfg.kind == 'gpt'
         self.rope = cfg.pos == 'rope'
+        if self.rope:  # (not saved: a function of the shape alone)
+            cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
+            self.register_buffer('cos', cos, persistent=False)
+            self.register_buffer('sin', sin, persistent=False)
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
 
@@ -138,14 +153,17 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         hs = C // self.n_head
         if context is None:
-            q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
-        else:
+            qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)
+            if self.rope:  # q and k rotated in one product, so that q, k and v stay views as without it
+                q, k = rotate(qkv[:, :, :2], self.cos, self.sin).permute(2, 0, 3, 1, 4)
+                v = qkv[:, :, 2].transpose(1, 2)
+            else:
+                q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        else:  # (pooled stages take learned positions only: flags.py refuses rope with them)
             w, b = self.c_attn.weight, self.c_attn.bias
             q = F.linear(x, w[:C], None if b is None else b[:C]).view(B, T, self.n_head, hs).transpose(1, 2)
             k, v = F.linear(context, w[C:], None if b is None else b[C:]).view(B, -1, 2, self.n_head, hs) \
                 .permute(2, 0, 3, 1, 4)
-        if self.rope:
-            q, k = rotate(q), rotate(k)
         # flash / memory-efficient kernels where available; BERT sees both directions
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)

@@ -18,6 +18,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+import bench
 import compare
 import data
 import flags
@@ -25,8 +26,8 @@ import export
 import grow
 import runtime
 import sample
-from model import (Config, Transformer, deepen, flops_per_step, map_layers, middle_copy, random_path, rotate,
-                   draw_depth, widen)
+from model import (Config, Transformer, deepen, draw_depth, flops_per_step, map_layers, middle_copy,
+                   random_path, rope_tables, rotate, widen)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -388,14 +389,15 @@ def test_layer_map_is_exact_for_all_depths():
 def test_rotary_attention_depends_on_relative_positions_only():
     """RoPE: q . k of two positions is unchanged when both move by the same offset; rotation keeps norms."""
     torch.manual_seed(0)
-    q, k = torch.randn(1, 1, 1, 16).expand(1, 1, 40, 16), torch.randn(1, 1, 1, 16).expand(1, 1, 40, 16)
-    rq, rk = rotate(q), rotate(k)  # the same vectors at every position, rotated by their position
-    scores = rq[0, 0] @ rk[0, 0].T
+    q, k = torch.randn(1, 1, 1, 16).expand(1, 40, 1, 16), torch.randn(1, 1, 1, 16).expand(1, 40, 1, 16)
+    # the same vectors at every position, rotated by their position
+    rq, rk = rotate(q, *rope_tables(40, 16)), rotate(k, *rope_tables(40, 16))
+    scores = rq[0, :, 0] @ rk[0, :, 0].T
     assert torch.allclose(scores[3, 7], scores[23, 27], atol=1e-5)
     assert torch.allclose(scores[9, 2], scores[30, 23], atol=1e-5)
     assert not torch.allclose(scores[3, 7], scores[3, 8], atol=1e-3)
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
-    torch.testing.assert_close(rq[:, :, 0], q[:, :, 0])  # position 0 is not rotated
+    torch.testing.assert_close(rq[:, 0], q[:, 0])  # position 0 is not rotated
 
 
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
@@ -1376,7 +1378,7 @@ def test_compile_trains_through_growth(corpus, tmp_path):
             assert r['graphs'] == before, (r['step'], r['graphs'], before)
 
 
-# ----------------------------------------------------------------------------- one GPU: no waiting, device state
+# ----------------------------------------------------------------------------- one GPU: no waits, device state
 
 # what makes the host wait for a tensor's value (`numpy` is not here: it only works on host tensors)
 SYNCS = {'item', 'tolist', '__bool__', '__int__', '__float__', '__index__', 'nonzero'}
@@ -1479,8 +1481,22 @@ def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path):
-    assert_resumes(corpus, tmp_path, ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4],
-                   3)
+    argv = ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4]
+    assert_resumes(corpus, tmp_path, argv, 3)
+
+
+@pytest.mark.parametrize('extra, blocks', [([], 12), (['--model', 'bert', '--pos', 'rope'], 12),
+                                           (['--blocks', 3], 3)])
+def test_bench_times_both_loops_window_by_window(corpus, extra, blocks):
+    """bench.py: grow.py's loop and the plain one take turns, window by window, on a model of one shape; the
+    first window of each is warm-up. (Its speeds are measurements for README, not asserted here.)"""
+    result = bench.main([str(a) for a in ['--data', corpus, '--steps', 2, '--rounds', 2, '--batch_size', 2,
+                                           '--device', 'cpu', *extra]])
+    # (the run takes one step after its last window)
+    assert (result['steps'], result['windows'], result['blocks']) == (7, 3, blocks)
+    assert result['tokens_per_step'] == 2 * 128 and result['mfu'] == dict(nanogrow=None, plain=None)
+    rate = result['tokens_per_s']
+    assert min(rate.values()) > 0 and result['ratio'] == rate['nanogrow'] / rate['plain']
 
 
 # ----------------------------------------------------------------------------- export to Hugging Face

@@ -1,0 +1,147 @@
+"""
+How fast is nanogrow's training step? bench.py runs grow.py's own loop (`grow.train`) and, after each of its
+log windows, as many steps of a plain nanoGPT-style loop (batch, forward, backward, clip, AdamW step, nothing
+else) over a model of the same shape, batch and optimizer, in the same process: the two take turns, so both
+meet the same machine state. The first window of each is warm-up; the figures are medians of the rest.
+
+    python bench.py                                        # GPT tiny on CPU, in seconds
+    python bench.py --model bert --pos rope                # BERT with rotary positions (learned: a table)
+    python bench.py --blocks 3                             # an Apollo shallow stage: 3 weight blocks of 12
+    python bench.py --vocab_size 50304 --compile           # the GPT-2 vocabulary, both sides compiled
+    python bench.py --size small --vocab_size 50304 --compile --batch_size 16   # on a GPU
+"""
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+
+import torch
+
+import data
+import grow
+import runtime
+from model import SIZES, Transformer
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default='gpt', choices=('gpt', 'bert'))
+    p.add_argument('--size', default='tiny', help='a grow.py --size (tiny, small, base, large)')
+    p.add_argument('--pos', default=None, choices=('learned', 'rope'), help="positions (default: the kind's)")
+    p.add_argument('--vocab_size', type=int, default=None, help='default: the corpus tokenizer\'s, padded')
+    p.add_argument('--blocks', type=int, default=None,
+                   help='time an Apollo shallow stage of this many weight blocks (default: the full model)')
+    p.add_argument('--batch_size', type=int, default=32)
+    p.add_argument('--steps', type=int, default=5, help='steps per window, on each side')
+    p.add_argument('--rounds', type=int, default=4, help='windows on each side after the warm-up one')
+    p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib, bytes)')
+    return p.parse_args(argv)
+
+
+def grow_flags(a, out_dir):
+    """The grow.py run that bench.py times: no evaluation between its first and last step, no sample."""
+    steps = a.steps * (a.rounds + 1)
+    argv = ['--model', a.model, '--size', a.size, '--batch_size', a.batch_size, '--max_steps', steps + 1,
+            '--log_interval', a.steps, '--eval_interval', steps + 1, '--eval_batches', 1,
+            '--sample_tokens', 0, '--device', a.device, '--data', a.data, '--out_dir', out_dir,
+            '--method', 'scratch']
+    # Apollo's first stage at its own depth (the plain loop runs k layers); it grows after the last window
+    if a.blocks:
+        argv[-1:] = ['apollo', '--stages', f"{a.blocks},{SIZES[a.size]['n_layer']}", '--stage_at',
+                     f'{steps / (steps + 1):.9f}', '--sampling', 'none']
+    argv += ['--pos', a.pos] * bool(a.pos) + ['--vocab_size', a.vocab_size] * bool(a.vocab_size) + \
+        ['--compile'] * a.compile
+    return [str(v) for v in argv]
+
+
+class Plain:
+    """nanoGPT's loop over a model of the stage's shape: the same batches (data.Batches), the same AdamW
+    (`grow.make_optimizer`), the same clipping and autocast; torch.compile on the whole model, as nanoGPT."""
+
+    def __init__(self, run):
+        self.rt, self.args, self.stage = run.rt, run.args, run.stages[run.progress.stage_index]
+        self.model = Transformer(run.model.cfg).to(self.rt.device)
+        self.optimizer = grow.make_optimizer(self.model, self.args)
+        self.forward = torch.compile(self.model) if self.args.compile else self.model
+        meta, tokens, _ = run.corpus
+        self.batches = data.Batches(tokens, run.model.cfg.kind, meta, seed=0)
+
+    def steps(self, n):
+        """Seconds for n steps, waiting for the device at the end."""
+        start = time.perf_counter()
+        for _ in range(n):
+            for _ in range(self.args.grad_accum):
+                x, y = self.batches.next(self.stage['batch'], self.stage['seq'])
+                x, y = x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
+                with self.rt.autocast():
+                    _, loss = self.forward(x, y)
+                (loss / self.args.grad_accum).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.rt.device == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def bench(a):
+    """Tokens per second of nanogrow's windows and the plain loop's, interleaved. Returns the figures."""
+    seconds, seen = dict(nanogrow=[], plain=[]), {}
+    flops, plain, log_train = [], None, grow.log_train
+
+    def each_window(run):  # grow.py's log line, then the plain loop's turn, off nanogrow's clock
+        nonlocal plain
+        window, progress = run.window, run.progress
+        log_train(run)
+        seconds['nanogrow'].append(progress.train_time - window.time)
+        flops.append((progress.flops - window.flops) / (progress.step - window.step))
+        plain = plain or Plain(run)
+        seen.update(tokens=run.step_tokens, peak=runtime.peak_flops(run.rt.device),
+                    blocks=len(run.model.blocks))
+        seconds['plain'].append(plain.steps(progress.step - window.step))
+        run.watch.restart()
+
+    with tempfile.TemporaryDirectory() as out_dir, contextlib.redirect_stdout(io.StringIO()):  # (its log)
+        args = grow.parse_args(grow_flags(a, out_dir))
+        grow.log_train = each_window
+        try:
+            summary = grow.train(args)
+        finally:
+            grow.log_train = log_train
+    seen.update(steps=summary['step'])
+    return figures(a.steps, seconds, flops, seen)
+
+
+def figures(steps, seconds, flops, seen):
+    """Medians over the windows after the first, as tokens per second, their ratio and the MFU."""
+    tokens, peak = seen['tokens'], seen['peak']
+    rate = {side: statistics.median(steps * tokens / s for s in secs[1:]) for side, secs in seconds.items()}
+    step_flops = statistics.median(flops[1:])
+    mfu = {side: step_flops * r / tokens / peak if peak else None for side, r in rate.items()}
+    return dict(tokens_per_s=rate, ratio=rate['nanogrow'] / rate['plain'], mfu=mfu, tokens_per_step=tokens,
+                windows=len(seconds['nanogrow']), steps=seen['steps'], blocks=seen['blocks'])
+
+
+def main(argv=None):
+    a = parse(argv)
+    result = bench(a)
+    name = f"{a.model} {a.size}" + (f", {a.blocks} blocks" if a.blocks else "") + (f", pos {a.pos}" if a.pos
+                                                                                    else "")
+    name += (f", vocab {a.vocab_size}" if a.vocab_size else "") + (", compiled" if a.compile else "")
+    print(f"{name}: {result['tokens_per_step']:,} tokens per step, medians of {a.rounds} windows of "
+          f"{a.steps} steps")
+    for side in ('nanogrow', 'plain'):
+        mfu = result['mfu'][side]
+        print(f"  {side:>8}: {result['tokens_per_s'][side]:10,.0f} tok/s" +
+              (f", MFU {100 * mfu:.1f}%" if mfu else ""))
+    print(f"  nanogrow / plain: {result['ratio']:.3f}")
+    return result
+
+
+if __name__ == '__main__':
+    main()
