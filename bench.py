@@ -39,7 +39,7 @@ def parse(argv=None):
     p.add_argument('--rounds', type=int, default=4, help='windows on each side after the warm-up one')
     p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
-    p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib, bytes)')
+    p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib)')
     return p.parse_args(argv)
 
 

@@ -1378,7 +1378,7 @@ def test_compile_trains_through_growth(corpus, tmp_path):
             assert r['graphs'] == before, (r['step'], r['graphs'], before)
 
 
-# ----------------------------------------------------------------------------- one GPU: no waits, device state
+# ----------------------------------------------------------------------------- one GPU
 
 # what makes the host wait for a tensor's value (`numpy` is not here: it only works on host tensors)
 SYNCS = {'item', 'tolist', '__bool__', '__int__', '__float__', '__index__', 'nonzero'}
