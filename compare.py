@@ -435,12 +435,21 @@ def comparison_runs(args):
     return runs
 
 
+def visible_gpus(n):
+    """The n GPUs that parallel runs take, as CUDA_VISIBLE_DEVICES names them: of those this process sees (a
+    mask already set is kept), else 0..n-1."""
+    seen = os.environ.get('CUDA_VISIBLE_DEVICES')
+    return (seen.split(',') if seen else [str(i) for i in range(n)])[:n]
+
+
 def run_in_parallel(runs, args, request):
     """--jobs J > 1: J runs at once, each `python grow.py` in a process (and session) of its own, its output
     in its folder's train.log. On CPU each gets its share of the cores (threads), so that J runs do not
-    oversubscribe them; on CUDA each gets one visible GPU. A stop request is passed on to every run."""
+    oversubscribe them; on CUDA each gets one visible GPU (of those this process sees: a CUDA_VISIBLE_DEVICES
+    already set is kept, its GPUs shared out). A stop request is passed on to every run."""
     cuda = runtime.pick_device(args) == 'cuda'
     jobs = min(args.jobs, torch.cuda.device_count()) if cuda else args.jobs
+    gpus = visible_gpus(jobs)
     threads = max(1, len(os.sched_getaffinity(0)) // jobs) if hasattr(os, 'sched_getaffinity') else 1
     print(f"--jobs {jobs}: " + ("one GPU each" if cuda else f"{threads} thread{'s' * (threads > 1)} each"))
     pending, active, failed, passed_on = list(runs), {}, [], False
@@ -448,7 +457,7 @@ def run_in_parallel(runs, args, request):
         while pending and len(active) < jobs and not request.signum and not failed:
             sub = pending.pop(0)
             slot = min(set(range(jobs)) - set(active))
-            env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': str(slot)} if cuda else
+            env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': gpus[slot]} if cuda else
                                       {'OMP_NUM_THREADS': str(threads)}))
             argv = ['--resume', '--out_dir', sub.out_dir] if sub.resume else to_argv(sub)
             os.makedirs(sub.out_dir, exist_ok=True)

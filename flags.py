@@ -6,6 +6,7 @@ trains: bad input is one line naming the flag and what would be valid.
 """
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -258,6 +259,8 @@ def check(args, typed):
         raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
     if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
+    if args.compare and int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        raise InputError("--compare starts its own runs (--jobs at once); run it without torchrun")
     if not args.compare and ({'seeds', 'jobs'} & typed):
         raise InputError(f"--{min({'seeds', 'jobs'} & typed)} belongs to --compare (several runs); "
                          f"a single run has one seed: --seed")

@@ -81,7 +81,7 @@ def train(args, request=None):
             # DDP averages the gradients across ranks once per step, on the last micro-batch
             sync = not rt.ddp or micro == args.grad_accum - 1
             with nullcontext() if sync else net.no_sync(), rt.autocast():
-                _, loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'], masked=masked)
+                loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'], masked=masked)[1]
             (loss / args.grad_accum).backward()
             loss_sum += loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
@@ -281,12 +281,13 @@ def load_optimizer(optimizer, saved):
 
 def compile_blocks(model, stage, probe, rt):
     """--compile, block by block: every block has the same shapes, so one graph serves all of them at any
-    depth Apollo samples; a growth compiles the new blocks. Then one forward and backward at the stage's
+    depth Apollo samples; a growth compiles the new blocks. GPT's head and loss too (`LMLoss`: the logits of a
+    large vocabulary are most of a shallow stage's step). Then one forward and backward at the stage's
     training shape, before its clock starts, so that its first step compiles nothing (the log counts the
     graphs). The batch is the probe's tokens laid out as the stage's (batch, seq); the random state is put
     back."""
-    for block in model.blocks:
-        block.compile()
+    for module in [*model.blocks] + [model.lm_loss] * hasattr(model, 'lm_loss'):
+        module.compile()
     x, y = (t.reshape(stage['batch'], stage['seq']) for t in probe)
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if rt.device == 'cuda' else []):
         loss_and_grad_norm(model, (x, y), rt, pool=stage['pool'])

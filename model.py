@@ -199,6 +199,16 @@ class Block(nn.Module):
         return self.ln_2(x + self.mlp(x))
 
 
+class LMLoss(nn.Module):
+    """GPT's LM head (the tied embedding as the output matrix) and its cross-entropy, as a module without
+    parameters so that --compile can take it whole: with a 50k vocabulary the float32 logits are most of a
+    small model's memory traffic, which eagerly writes them, casts them and reads them back."""
+
+    def forward(self, x, weight, targets):
+        logits = x @ weight.T
+        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -208,6 +218,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         if cfg.kind == 'gpt':
             self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+            self.lm_loss = LMLoss()
         else:  # BERT: LayerNorm after the embeddings, and the MLM transform before the tied decoder
             self.ln_emb = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
             if cfg.pre_ln:  # a pre-LN stack ends with a LayerNorm of its own
@@ -257,8 +268,7 @@ class Transformer(nn.Module):
             x = self.ln_f(x)
             if targets is None:
                 return x[:, -1:] @ self.wte.weight.T, None
-            logits = x @ self.wte.weight.T
-            return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            return self.lm_loss(x, self.wte.weight, targets)
         if targets is not None:
             masked = (targets != -100).flatten().nonzero().squeeze(1) if masked is None else masked
             x, targets = x.flatten(0, 1)[masked], targets.flatten()[masked]

@@ -18,7 +18,8 @@ from data import InputError
 from flags import METHODS
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
-PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
+              ('A100', 312e12))
 
 
 # ----------------------------------------------------------------------------- the device and the processes

@@ -1264,6 +1264,17 @@ def test_budget_sweep_reports_flops_saved_against_tokens_per_parameter(capsys, t
           main=compare.main)
 
 
+def test_parallel_runs_keep_the_gpus_this_process_sees(monkeypatch, capsys):
+    """--jobs on CUDA gives each run one GPU of those the parent may use; and --compare refuses torchrun,
+    which would start every run on every rank."""
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3,5,6')
+    assert compare.visible_gpus(2) == ['3', '5']
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
+    assert compare.visible_gpus(2) == ['0', '1']
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    fails(capsys, ['--compare', 'scratch,stack'], '--compare', 'torchrun')
+
+
 def test_compare_seeds_in_parallel_then_reprint(corpus, tmp_path, monkeypatch):
     """2 methods x 2 seeds: one run per folder; --jobs 2 trains exactly the runs --jobs 1 trains (one thread
     each: CPU runs are deterministic); re-printing trains nothing."""
