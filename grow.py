@@ -233,6 +233,8 @@ def start_or_resume(run):
     first = {k: run.stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
     run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
     run.optimizer = make_optimizer(run.model, args)
+    if rt.ddp:  # the same initial weights, then each rank its own dropout masks (nanoGPT: seed + rank)
+        torch.manual_seed(args.seed + rt.rank)
     # each rank its own data; BERT masks --mask_rate of the positions (evaluation always 15%)
     run.batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank,
                                mlm_prob=args.mask_rate)
@@ -320,12 +322,14 @@ def evaluate_and_save(run):
                   graphs=compiled_graphs(args))
     rt.say(f"eval step {progress.step}: val loss {val:.4f}, {100 * acc:.1f}% of the " +
            ("masked tokens" if model.cfg.kind == 'bert' else "next tokens") + " predicted right")
-    data_rngs = [run.batches.rng.bit_generator.state] * rt.world  # every rank's: each resumes its own data
+    # every rank's random states: each resumes its own data and dropout masks
+    states = [(run.batches.rng.bit_generator.state, rng_states(rt))] * rt.world
     if rt.ddp:
-        dist.all_gather_object(data_rngs, run.batches.rng.bit_generator.state)
+        dist.all_gather_object(states, states[0])
     # saved before next_eval moves on: a run resumed here evaluates again (its log drops this record)
     if rt.master:
-        save_checkpoint(run, data_rng=data_rngs, sampler_rng=run.sampler.bit_generator.state)
+        save_checkpoint(run, data_rng=[d for d, _ in states], rank_rngs=[r for _, r in states],
+                        sampler_rng=run.sampler.bit_generator.state)
     position = run.budget.position(progress)
     progress.next_eval = (position // args.eval_interval + 1) * args.eval_interval
     run.watch.restart()
@@ -623,9 +627,11 @@ def rng_states(rt):
 
 
 def set_rng_states(ckpt, rt):
-    torch.set_rng_state(ckpt['torch_rng'])
-    if rt.device == 'cuda' and ckpt.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
-        torch.cuda.set_rng_state(ckpt['cuda_rng'])
+    """This rank's torch random states from a checkpoint (earlier versions saved rank 0's alone)."""
+    states = ckpt['rank_rngs'][rt.rank] if 'rank_rngs' in ckpt else ckpt
+    torch.set_rng_state(states['torch_rng'])
+    if rt.device == 'cuda' and states.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
+        torch.cuda.set_rng_state(states['cuda_rng'])
 
 
 def checkpoint_model(args):

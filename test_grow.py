@@ -1295,8 +1295,8 @@ def test_compare_seeds_in_parallel_then_reprint(corpus, tmp_path, monkeypatch):
     finals = [records(tmp_path / 'one' / 'scratch' / s, 'eval')[-1]['val_loss']
               for s in ('seed1337', 'seed1338')]
     assert finals[0] != finals[1]  # two seeds, two runs
-    # noqa: E731
-    drop_time = lambda rows: [{k: v for k, v in r.items() if not k.startswith('time')} for r in rows]
+    def drop_time(rows):
+        return [{k: v for k, v in r.items() if not k.startswith('time')} for r in rows]
     assert drop_time(one) == drop_time(two) and [r['seeds'] for r in one] == [2, 2]
     monkeypatch.setattr(grow, 'train', lambda *args: pytest.fail('re-printing must not train'))
     assert grow.main(['--compare', str(tmp_path / 'two')]) == two
@@ -1341,6 +1341,9 @@ def test_ddp_two_ranks_stay_in_sync_through_growth(corpus, tmp_path, kind):
     assert len(growths) == 3 and growths[-1]['new_d_ff'] == 128
     # global tokens: 2 ranks x 4
     assert records(tmp_path / 'ddp', 'eval')[-1]['tokens'] == 16 * 8 * 32
+    # each rank its own torch random state (dropout), saved for its resume
+    rngs = torch.load(tmp_path / 'ddp' / 'ckpt.pt', weights_only=False)['rank_rngs']
+    assert len(rngs) == 2 and not torch.equal(rngs[0]['torch_rng'], rngs[1]['torch_rng'])
     single = grow.main(common + ['--batch_size', '8', '--out_dir', str(tmp_path / 'single')])
     assert abs(single['val_loss'] - r0['val']) < 0.05 * single['val_loss'], (single['val_loss'], r0['val'])
 
