@@ -13,6 +13,7 @@ meet the same machine state. The first window of each is warm-up; the figures ar
 import argparse
 import contextlib
 import io
+import math
 import statistics
 import tempfile
 import time
@@ -81,7 +82,7 @@ class Plain:
                 with self.rt.autocast():
                     _, loss = self.forward(x, y)
                 (loss / self.args.grad_accum).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip or math.inf)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         if self.rt.device == 'cuda':
