@@ -184,7 +184,9 @@ def get_parser():
     a('--eval_batches', type=int, default=20)
     a('--log_interval', type=int, default=10)
     a('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
-    a('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16'), help='auto: bfloat16 on CUDA')
+    a('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16', 'float16'),
+      help='autocast dtype; auto: bfloat16 on CUDA where the GPU has it, float16 with a GradScaler where '
+           'not, float32 on CPU')
     a('--compile', action='store_true', help='torch.compile each block')
     a('--seed', type=int, default=1337)
     a('--resume', action='store_true', help='continue from out_dir/ckpt.pt with its flags')

@@ -82,14 +82,16 @@ def train(args, request=None):
             sync = not rt.ddp or micro == args.grad_accum - 1
             with nullcontext() if sync else net.no_sync(), rt.autocast():
                 loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'], masked=masked)[1]
-            (loss / args.grad_accum).backward()
+            run.scaler.scale(loss / args.grad_accum).backward()  # (scaled under float16 only)
             loss_sum += loss.detach()
+        run.scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
         # the fused AdamW skips the update on the device where found_inf is 1, as under a GradScaler: no
         # step waits for the device to decide (`settle` reads the flags when the loop logs)
         optimizer.found_inf = not_finite(rt, loss_sum, norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        run.scaler.update()  # float16: a smaller scale after an overflow (a skipped step), larger after 2000
 
         progress.add_step(depths, run.step_tokens, rt.all_sum(flops)[0] if rt.ddp else flops)
         run.window.add(depths, loss_sum / args.grad_accum, optimizer.found_inf, lr)
@@ -121,6 +123,7 @@ class Run:
     log: 'Log' = None
     window: 'Window' = None   # the steps since the last train log line
     watch: Stopwatch = None
+    scaler: torch.amp.GradScaler = None  # float16's loss scale (`Runtime.scaler`)
     step_tokens: int = 0      # tokens per optimizer step, all ranks: the same in every stage
     val_loss: float = None
     ran: list = field(default_factory=list)    # every executed depth (tests and the summary)
@@ -239,7 +242,7 @@ def start_or_resume(run):
     run.batches = data.Batches(train_tokens, cfg.kind, meta, seed=args.seed + rt.rank,
                                mlm_prob=args.mask_rate)
     run.sampler = np.random.default_rng([args.seed, 1])  # seeded alike: the same on every rank
-    run.progress = Progress()
+    run.progress, run.scaler = Progress(), rt.scaler()
     if not ckpt:
         return
     if len(ckpt['data_rng']) != rt.world:
@@ -250,6 +253,8 @@ def start_or_resume(run):
     run.batches.rng.bit_generator.state = ckpt['data_rng'][rt.rank]
     run.sampler.bit_generator.state = ckpt['sampler_rng']
     set_rng_states(ckpt, rt)
+    if run.scaler.is_enabled() and ckpt.get('scaler'):  # (float16; checkpoints of earlier versions have none)
+        run.scaler.load_state_dict(ckpt['scaler'])
     counters = dict(ckpt['run'])
     counters.setdefault('stage_index', counters.pop('stage', 0))  # (checkpoints of earlier versions)
     rt.say(f"resumed {ckpt_path} at step {counters['step']}")
@@ -329,7 +334,7 @@ def evaluate_and_save(run):
     # saved before next_eval moves on: a run resumed here evaluates again (its log drops this record)
     if rt.master:
         save_checkpoint(run, data_rng=[d for d, _ in states], rank_rngs=[r for _, r in states],
-                        sampler_rng=run.sampler.bit_generator.state)
+                        sampler_rng=run.sampler.bit_generator.state, scaler=run.scaler.state_dict())
     position = run.budget.position(progress)
     progress.next_eval = (position // args.eval_interval + 1) * args.eval_interval
     run.watch.restart()

@@ -43,9 +43,15 @@ class Runtime:
         return self.rank == 0
 
     def autocast(self):
-        if self.dtype != 'bfloat16':
+        if self.dtype == 'float32':
             return nullcontext()
-        return torch.autocast(self.device, dtype=torch.bfloat16)
+        return torch.autocast(self.device, dtype=getattr(torch, self.dtype))
+
+    def scaler(self):
+        """float16 needs a GradScaler (its range is narrow: small gradients would flush to zero); bfloat16 and
+        float32 get a disabled one, whose calls do nothing. It starts at 2**10, not torch's 2**16: each
+        overflow skips a step, and a run stops after --max_skips skips in a row."""
+        return torch.amp.GradScaler(self.device, init_scale=2.0 ** 10, enabled=self.dtype == 'float16')
 
     def __str__(self):
         # the thread count is part of what a CPU run reproduces: other threads, other sums, other losses
@@ -87,11 +93,19 @@ def pick_device(args):
     return device
 
 
+def auto_dtype(device):
+    """--dtype auto, as nanoGPT picks: bfloat16 on a CUDA device that has it, float16 (with a GradScaler) on
+    one that has not (T4, V100: most free notebooks), float32 elsewhere."""
+    if device != 'cuda':
+        return 'float32'
+    return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+
+
 def start_runtime(args):
     """The device and dtype; under torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK) the process group, as in
     nanoGPT: NCCL on CUDA, gloo on CPU."""
     device = pick_device(args)
-    dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if device == 'cuda' else 'float32')
+    dtype = args.dtype if args.dtype != 'auto' else auto_dtype(device)
     rt = Runtime(device, dtype)
     if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
@@ -127,7 +141,7 @@ def check_memory(args, rt, cfg):
     in 16 bits, with attention scores on top where no fused kernel runs), and the float32 logits with their
     gradient."""
     tokens = args.batch_size * cfg.block_size
-    width = 2 if rt.dtype == 'bfloat16' else 4
+    width = 4 if rt.dtype == 'float32' else 2
     need = tokens * (16 * cfg.n_layer * cfg.n_embd * width + 2 * cfg.vocab_size * 4)
     have = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if rt.device == 'cuda' \
         else os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')

@@ -1502,6 +1502,36 @@ def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path):
     assert_resumes(corpus, tmp_path, argv, 3)
 
 
+def test_dtype_auto_picks_what_the_device_has(monkeypatch):
+    """--dtype auto: bfloat16 on a CUDA device with it, float16 with a GradScaler on one without (a T4),
+    float32 on CPU (capabilities mocked); only float16 scales the loss."""
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    assert runtime.auto_dtype('cuda') == 'bfloat16'
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)
+    assert runtime.auto_dtype('cuda') == 'float16' and runtime.auto_dtype('cpu') == 'float32'
+    enabled = {d: runtime.Runtime('cpu', d).scaler().is_enabled() for d in ('float16', 'bfloat16', 'float32')}
+    assert enabled == dict(float16=True, bfloat16=False, float32=False)
+
+
+def test_float16_overflows_are_skipped_steps_and_the_run_resumes_exactly(corpus, tmp_path, monkeypatch):
+    """float16 (autocast on CPU here): a loss scale too large overflows; each overflow is a skipped step of
+    the one non-finite mechanism (a `skip` record), the scaler backs off until steps apply, and its state is
+    checkpointed so that a resumed run continues exactly."""
+    scaler = runtime.Runtime.scaler
+    monkeypatch.setattr(runtime.Runtime, 'scaler', lambda rt: scaler(rt) if rt.dtype != 'float16' else
+                        torch.amp.GradScaler(rt.device, init_scale=2.0 ** 24))
+    argv = ['--dtype', 'float16', '--max_steps', 12, '--eval_interval', 4, '--log_interval', 2,
+            '--max_skips', 30]
+    assert_resumes(corpus, tmp_path, argv, 6)
+    skips = records(tmp_path / 'full', 'skip')
+    # the first steps, in a row
+    assert skips and [s['skips'] for s in skips] == list(range(1, len(skips) + 1))
+    evals = records(tmp_path / 'full', 'eval')
+    assert len(skips) < 12 and evals[-1]['val_loss'] < evals[0]['val_loss'] - 0.1  # then it learns
+    saved = torch.load(tmp_path / 'full' / 'ckpt.pt', weights_only=False)['scaler']
+    assert saved['scale'] == 2.0 ** (24 - len(skips))  # halved once per overflow
+
+
 @pytest.mark.parametrize('extra, blocks', [([], 12), (['--model', 'bert', '--pos', 'rope'], 12),
                                            (['--blocks', 3], 3)])
 def test_bench_times_both_loops_window_by_window(corpus, extra, blocks):
