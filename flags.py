@@ -81,6 +81,13 @@ METHODS = {
     # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as
     # in the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
     # `random_path`; whether the paper rescales outputs we could not check (no code was released).
+    # Zero/one-layer progressive training (Bu 2025): one block trained for most of the run, then one growth
+    # straight to L, late (at about 80% of the iterations, the paper's time), meant for --decay wsd so that the
+    # full model trains the whole decay. The new blocks copy the trained one (stack: from one block every
+    # operator but fresh copies it alike); --depth_op fresh initialises them instead, and --stages 0,L starts
+    # with no block at all (embeddings and head: the zero-layer model, which only fresh can grow).
+    'onelayer': Method('zero/one-layer progressive training, Bu, ICML 2026 (arXiv 2511.04981)',
+                       lambda L: [1, L], [0.8], 'stack'),
     'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
                     lambda S: [round(i / S, 4) for i in range(1, S)], draws='path', check=check_paths),
 }
@@ -129,10 +136,10 @@ def get_parser():
     a('--stage_at', type=float_list, default=None,
       help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
     a('--depth_op', '--expand', dest='depth_op', default=None,
-      choices=('stack', 'interpolate', 'identity', 'middle'),
+      choices=('stack', 'interpolate', 'identity', 'middle', 'fresh'),
       help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = "
            "interpolate with zeroed output projections (pre-LN GPT only); middle = copy the middle group of "
-           "layers (MIDAS)")
+           "layers (MIDAS); fresh = new blocks on top, initialised afresh with zeroed output projections")
     a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
       help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
     a('--layer_map', default=None, choices=('interpolate', 'stack'),
@@ -175,7 +182,11 @@ def get_parser():
       'width 128 stays on the unigram plateau at 1e-3 in some seeds, see RESULTS.md)')
     a('--min_lr', type=float, default=None, help='final learning rate (default lr/10)')
     a('--warmup', type=int, default=None, help='linear warmup steps (default 5%% of max_steps)')
-    a('--decay', default='cosine', choices=('cosine', 'linear'))
+    a('--decay', default='cosine', choices=('cosine', 'linear', 'wsd'), help='after the warmup: cosine or '
+      'linear decay to min_lr over the whole run, or wsd (warmup-stable-decay): the peak rate until the last '
+      '--decay_frac of the run, then a linear decay to min_lr')
+    a('--decay_frac', type=float, default=None, help='--decay wsd: the share of the run the decay takes '
+      '(default 0.2: the last 20%%, which the one-layer method\'s growth at 80%% starts)')
     a('--weight_decay', type=float, default=0.1)
     a('--grad_clip', type=float, default=1.0, help='0 disables clipping')
     a('--max_skips', type=int, default=3, help='consecutive steps with a non-finite loss or gradient norm '
@@ -259,6 +270,9 @@ def check(args, typed):
     check_numbers(args)
     if args.warmup is not None and not 0 <= args.warmup < args.max_steps:
         raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
+    if args.decay_frac is not None and args.decay != 'wsd':
+        raise InputError(f"--decay_frac is the share of --decay wsd's decay; --decay {args.decay} decays "
+                         f"over the whole run: add --decay wsd or drop --decay_frac")
     if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
     if args.compare and int(os.environ.get('WORLD_SIZE', 1)) > 1:
@@ -291,6 +305,7 @@ NUMBERS = {
     'mask_rate': (lambda v, a: 0 < v < 1, 'a number in (0, 1)'),
     'depth_noise': (lambda v, a: v is None or v >= 0, "0 or positive (a share of each tensor's std)"),
     'rewarmup': (lambda v, a: v >= 0, '0 or a positive number of steps'),
+    'decay_frac': (lambda v, a: v is None or 0 < v <= 1, 'a number in (0, 1], e.g. 0.2'),
     'seed': (lambda v, a: 0 <= v < 2 ** 31, 'an integer in [0, 2**31)'),
 }
 
@@ -368,8 +383,9 @@ def depth_schedule(args, cfg):
     if callable(stage_at):  # a rule for any number of stages (midas, raptr)
         stage_at = stage_at(len(n_blocks))
     op = args.depth_op or m.depth_op
-    if any(b <= a for a, b in zip(n_blocks, n_blocks[1:])) or n_blocks[0] < 1:
-        raise InputError(f"--stages {fmt(n_blocks)} must be positive and strictly increasing")
+    if any(b <= a for a, b in zip(n_blocks, n_blocks[1:])) or n_blocks[0] < (op != 'fresh'):
+        raise InputError(f"--stages {fmt(n_blocks)} must be positive and strictly increasing (a first stage "
+                         f"of 0 blocks: --depth_op fresh, the only operator that grows it)")
     if m.check:
         m.check(args, n_blocks)
     if n_blocks[-1] != L:
@@ -488,14 +504,19 @@ def model_config(args, meta):
 
 
 def lr_at(step, args, starts=(0,)):
-    """Linear warmup, then cosine or linear decay to min_lr, over the whole run: growth never restarts it.
-    With --rewarmup N the rate is ramped up again over the N steps after each growth (Staged Training).
-    `step` is the run's clock (see `train`): a float in scratch-equivalent steps under --budget flops."""
+    """Linear warmup, then the decay to min_lr: cosine or linear over the rest of the run, or WSD
+    (warmup-stable-decay; Hu et al. 2024, MiniCPM): the peak rate until the last --decay_frac of the run, then
+    a linear decay. Growth never restarts it. With --rewarmup N the rate is ramped up again over the N steps
+    after each growth (Staged Training). `step` is the run's clock (see `train`): a float in
+    scratch-equivalent steps under --budget flops."""
     warmup = args.warmup if args.warmup is not None else args.max_steps // 20
     min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
     if step < warmup:
         return args.lr * min(1.0, (step + 1) / warmup)
-    decayed = (step - warmup) / max(1, args.max_steps - warmup)  # the share of the decay behind us
+    start = warmup  # where the decay starts; WSD's stable phase holds the peak until then
+    if args.decay == 'wsd':
+        start = max(warmup, args.max_steps * (1 - (args.decay_frac or 0.2)))
+    decayed = max(0.0, step - start) / max(1, args.max_steps - start)  # the share of the decay behind us
     shape = 0.5 * (1 + math.cos(math.pi * decayed)) if args.decay == 'cosine' else 1 - decayed
     lr = min_lr + shape * (args.lr - min_lr)
     since_growth = step - max(s for s in starts if s <= step)

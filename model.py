@@ -38,12 +38,12 @@ class Config:
     d_ff: int = 512           # FFN hidden width (4 * n_embd by default)
     dropout: float = 0.0
     bias: bool = True
-    n_blocks: int = 0         # k: weight blocks owned now (0 means n_layer); growth raises it
+    n_blocks: int = None      # k: weight blocks owned now (None means n_layer; 0: embeddings and head only)
     pos: str = 'learned'      # positions: 'learned' (an absolute table, wpe) or 'rope' (rotary, on q and k)
     pre_ln: bool = None       # LayerNorm before each sublayer (pre-LN) or after it; None: GPT pre, BERT post
 
     def __post_init__(self):
-        self.n_blocks = self.n_blocks or self.n_layer
+        self.n_blocks = self.n_layer if self.n_blocks is None else self.n_blocks
         self.pre_ln = self.kind == 'gpt' if self.pre_ln is None else self.pre_ln
 
 
@@ -347,39 +347,62 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
     identity (StackBERT's identity variant): interpolate, but every second copy gets zero output projections
         (attention out, FFN second matrix, their biases), so a pre-LN model computes the same function.
     middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle group of layers is copied, see `middle_copy`.
+    fresh (the random initialisation of zero/one-layer progressive training, Bu 2025): the old blocks keep
+        their places and the new ones go on top, initialised as the model initialises its blocks (matrices
+        N(0, 0.02), LayerNorms 1 and 0), except their output projections, which start at zero: each new
+        block adds nothing to the residual stream, so a pre-LN model computes the same function (the output
+        projections get gradients at once and the rest of the block follows). The only operator that grows
+        a model of 0 blocks.
     Every block is a fresh deep copy: no two blocks share storage, so they can drift apart.
     noise > 0 (--depth_noise; G_stack, Du et al. 2024, found about 20% slightly better than exact copies):
     every copy after the first of an old block gets, in each weight tensor W, W + noise * std(W) * N(0, 1)
     elementwise (from torch's generator); the first copy of each block stays exact. The function changes, on
     purpose.
-    Returns (new model, src) with src[i] the old block that new block i came from (the optimizer uses it).
+    Returns (new model, src) with src[i] the old block that new block i came from (None: a fresh block; the
+    optimizer uses it).
     """
     k_old = len(model.blocks)
     if k_new <= k_old:
         raise ValueError(f"growth must add blocks: {k_old} -> {k_new}")
     if op == 'identity' and not model.cfg.pre_ln:
         raise ValueError("the identity depth operator preserves the function of pre-LN models only")
-    if op == 'middle':
-        src = middle_copy(k_old, k_new)
-    else:
-        src = map_layers(k_old, k_new, 'stack' if op == 'stack' else 'interpolate')
+    src = depth_source(k_old, k_new, op)
     new = copy.deepcopy(model)  # embeddings and head: the same values in fresh tensors
-    new.blocks = nn.ModuleList(copy.deepcopy(model.blocks[j]) for j in src)
     new.cfg = replace(model.cfg, n_blocks=k_new)
-    if op == 'identity':
-        for i in range(1, k_new):
-            if src[i] == src[i - 1]:
-                for proj in (new.blocks[i].attn.c_proj, new.blocks[i].mlp.c_proj):
-                    nn.init.zeros_(proj.weight)
-                    if proj.bias is not None:
-                        nn.init.zeros_(proj.bias)
+    device = next(model.parameters()).device
+    new.blocks = nn.ModuleList(copy.deepcopy(model.blocks[j]) if j is not None else
+                               Block(new.cfg).apply(Transformer._init_weights).to(device) for j in src)
+    for i in range(k_new):
+        if src[i] is None or op == 'identity' and i and src[i] == src[i - 1]:
+            zero_output(new.blocks[i])
     if noise:
         with torch.no_grad():
             for i in range(k_new):
-                if src.index(src[i]) < i:  # not the first copy of its block
+                if src[i] is not None and src.index(src[i]) < i:  # not the first copy of its block
                     for p in new.blocks[i].parameters():
                         p.add_(torch.randn_like(p) * noise * p.std())
     return new, src
+
+
+def depth_source(k_old, k_new, op):
+    """The old block each of k_new new blocks is made from by depth operator `op` (`deepen`), None where it is
+    made afresh."""
+    if op == 'fresh':
+        return list(range(k_old)) + [None] * (k_new - k_old)
+    if k_old == 0:
+        raise ValueError(f"a model of 0 blocks has nothing to {op}: only the fresh depth operator grows it")
+    if op == 'middle':
+        return middle_copy(k_old, k_new)
+    return map_layers(k_old, k_new, 'stack' if op == 'stack' else 'interpolate')
+
+
+def zero_output(block):
+    """Zero a block's two output projections (attention out, the FFN's second matrix) and their biases: in a
+    pre-LN model it then adds nothing to the residual stream."""
+    for proj in (block.attn.c_proj, block.mlp.c_proj):
+        nn.init.zeros_(proj.weight)
+        if proj.bias is not None:
+            nn.init.zeros_(proj.bias)
 
 
 def tiling(model, n_embd, d_ff):
@@ -471,7 +494,8 @@ def growth_map(grown, src=None, tiles=None):
         old = name
         if src is not None and name.startswith('blocks.'):
             _, i, rest = name.split('.', 2)
-            old = f'blocks.{src[int(i)]}.{rest}'
+            # (a fresh block has no old parameter: its moments start afresh)
+            old = None if src[int(i)] is None else f'blocks.{src[int(i)]}.{rest}'
         sources[name] = (old, (tiles or {}).get(name, []))
     return sources
 
