@@ -548,6 +548,24 @@ def test_gstack_and_midas_schedules():
         plan('--method', 'midas', '--stages', '2,6,12', '--stage_at', '0.2,0.5')
 
 
+def test_onelayer_grows_once_late_from_one_block_or_from_none(corpus, tmp_path):
+    """Zero/one-layer progressive training: 1 block (or 0) until 80% of the steps, then one growth to L; the
+    copied block's growth and the fresh one's both keep a pre-LN GPT's loss on the probe."""
+    argv = ['--method', 'onelayer', '--n_layer', 4, '--max_steps', 20, '--eval_interval', 10, '--decay', 'wsd']
+    run(corpus, tmp_path / 'one', *argv)
+    growth, = records(tmp_path / 'one', 'growth')
+    assert (growth['step'], growth['old_blocks'], growth['new_blocks'], growth['src'], growth['op']) == \
+        (16, 1, 4, [0, 0, 0, 0], 'stack')
+    assert [r['depth'] for r in records(tmp_path / 'one', 'train')] == [1] + [4]  # (log steps 10 and 20)
+    run(corpus, tmp_path / 'zero', *argv, '--stages', '0,4', '--depth_op', 'fresh')
+    growth, = records(tmp_path / 'zero', 'growth')
+    assert (growth['step'], growth['src']) == (16, [None] * 4)
+    assert growth['loss_after'] == pytest.approx(growth['loss_before'], abs=1e-5)
+    stage, _ = records(tmp_path / 'zero', 'stage')
+    assert stage['depth_hist'] == {'0': 16}
+    assert records(tmp_path / 'zero', 'eval')[-1]['val_loss'] < records(tmp_path / 'zero', 'eval')[1]['val_loss']
+
+
 @pytest.mark.parametrize('kind, options', [('gpt', {}), ('gpt', OPTIONS['rope']), ('bert', dict(pre_ln=True)),
                                            ('bert', dict(pre_ln=True, pos='rope'))])
 def test_identity_growth_preserves_the_function_of_pre_ln_models(kind, options):
@@ -562,6 +580,35 @@ def test_identity_growth_preserves_the_function_of_pre_ln_models(kind, options):
     assert blocks_equal(new.blocks[0], old.blocks[0])
     with pytest.raises(ValueError):  # a post-LN block with zero projections is LN(x), not x
         deepen(Transformer(small(kind, n_layer=6, n_blocks=3, pre_ln=False)), 6, 'identity')
+
+
+@pytest.mark.parametrize('kind, options', [('gpt', {}), ('gpt', OPTIONS['rope']), ('bert', dict(pre_ln=True))])
+@pytest.mark.parametrize('k_old', [0, 1])
+def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_old):
+    """--depth_op fresh: the old blocks stay at the bottom, the new ones are initialised as at the start with
+    zeroed output projections, so a pre-LN model (0 blocks too: embeddings and head) computes the same
+    function; their AdamW moments start afresh, the kept block's follow it."""
+    old = perturbed(kind, n_layer=4, n_blocks=k_old, **options)
+    new, src = deepen(old, 4, 'fresh')
+    assert src == [0] * k_old + [None] * (4 - k_old) and new.cfg.n_blocks == 4
+    x = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(outputs(new, x), outputs(old, x), rtol=1e-5, atol=1e-5)
+    for block in new.blocks[k_old:]:
+        assert not block.mlp.c_proj.weight.any() and not block.attn.c_proj.bias.any()
+        assert 0.015 < block.mlp.c_fc.weight.std() < 0.025 and torch.equal(block.ln_1.weight, torch.ones(32))
+    if k_old:
+        assert blocks_equal(new.blocks[0], old.blocks[0])
+    with pytest.raises(ValueError, match='fresh'):  # nothing to copy
+        deepen(Transformer(small(kind, n_layer=4, n_blocks=0)), 4, 'stack')
+    args = grow.parse_args(['--lr', '1e-3'])
+    opt = grow.make_optimizer(old.train(), args)
+    old(x, x)[1].backward()
+    opt.step()
+    stage = dict(n_blocks=4, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
+    grown, new_opt, _ = grow.grow(old, opt, stage, 'fresh', args)
+    for name, p in grown.named_parameters():
+        fresh = name.startswith('blocks.') and int(name.split('.')[1]) >= k_old
+        assert (p in new_opt.state) != fresh, name
 
 
 def test_expansion_maps_1_3_6_12():
@@ -710,6 +757,12 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'bert interpolate, before both growths': (['--model', 'bert', '--method', 'interpolate', *GROWTH], 1),
     'bert midas, before its three growths': (['--model', 'bert', '--method', 'midas', *GROWTH], 1),
     'gpt raptr, inside its second stage': (['--model', 'gpt', '--method', 'raptr', *GROWTH], 6),
+    # one growth at step 13, where WSD's decay starts (12.8): the resumed run crosses both
+    'gpt onelayer under wsd, before its growth and decay': (['--model', 'gpt', '--method', 'onelayer',
+                                                            '--decay', 'wsd', *GROWTH], 10),
+    'bert zero-layer under wsd, before its growth and decay': (['--model', 'bert', '--method', 'onelayer',
+                                                               '--stages', '0,4', '--depth_op', 'fresh',
+                                                               '--decay', 'wsd', *GROWTH], 10),
     'gpt apollo, inside stage 3': ([*APOLLO, '--model', 'gpt', '--max_steps', 24, '--eval_interval', 6], 7),
     'bert apollo, inside stage 3': ([*APOLLO, '--model', 'bert', '--max_steps', 24, '--eval_interval', 6], 7),
     'gpt compound, hidden size too': ([*COMPOUND, '--model', 'gpt', '--max_steps', 20, '--eval_interval', 5,
@@ -889,6 +942,22 @@ def test_lr_schedule():
     lrs = [flags.lr_at(s, args) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
+    args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3', '--decay', 'wsd'])
+    lrs = [flags.lr_at(s, args) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # the warmup's corners
+    assert lrs[10:81] == [1e-3] * 71  # stable until the last 20% (the default --decay_frac)
+    assert lrs[90] == pytest.approx(5.5e-4) and lrs[100] == pytest.approx(1e-4)  # linear to min_lr
+    assert flags.lr_at(80.5, args) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock is a float)
+    half = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
+                            '--min_lr', '0'])
+    assert flags.lr_at(50, half) == 1e-3 and flags.lr_at(75, half) == pytest.approx(5e-4)
+    # a growth does not restart it; --rewarmup ramps after the growth as under every schedule
+    again = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
+    assert [flags.lr_at(s, again, [0, 80]) for s in (79, 80, 83, 84)] == \
+        pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
 
 
 def test_rewarmup_ramps_after_each_growth():
@@ -1557,6 +1626,10 @@ def test_bench_times_both_loops_window_by_window(corpus, extra, blocks):
     ('bert', ['--method', 'compound', '--n_layer', 4, '--d_ff', 128, '--embd_stages', '0.5,1,1']),
     # rotary (the default): RoFormerForMaskedLM
     ('bert', ['--method', 'apollo', '--n_layer', 8, '--stop_at', 3]),
+    # one layer copied to 4, and (BERT) zero layers grown afresh to 4, under WSD
+    ('gpt', ['--method', 'onelayer', '--n_layer', 4, '--decay', 'wsd']),
+    ('bert', ['--method', 'onelayer', '--n_layer', 4, '--stages', '0,4', '--depth_op', 'fresh', '--pos',
+              'learned']),
     # grown by middle copies (1 -> 6 blocks)
     ('gpt', ['--method', 'midas', '--n_layer', 6, '--max_steps', 21]),
     # stopped inside a path stage: full model out
@@ -1695,6 +1768,9 @@ def test_bad_schedules(capsys, corpus, tmp_path):
     fails(capsys, base + ['--model', 'bert', '--method', 'stack', '--depth_op', 'identity'], 'identity',
           'gpt')
     fails(capsys, base + ['--method', 'scratch', '--stages', '2,4', '--stage_at', '0.5'], '--method scratch')
+    fails(capsys, base + ['--method', 'onelayer', '--stages', '0,4'], '--stages 0,4', '--depth_op fresh')
+    fails(capsys, base + ['--decay_frac', '0.3'], '--decay_frac', '--decay wsd')
+    fails(capsys, base + ['--decay', 'wsd', '--decay_frac', '0'], '--decay_frac', '(0, 1]')
     fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3',
           '--max_steps 3')
     assert not (tmp_path / 'o').exists()
