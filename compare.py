@@ -25,6 +25,7 @@ import time
 import torch
 
 import data
+import flags
 import grow
 import runtime
 from data import InputError
@@ -294,6 +295,51 @@ def band(curves, points=200):
     return grid, [sum(v) / len(v) for v in at], [min(v) for v in at], [max(v) for v in at]
 
 
+# ----------------------------------------------------------------------------- --plan
+
+def show_plan(args):
+    """--plan: each method's schedule in words (flags.plan), the methods of --compare side by side, and with
+    matplotlib their mean executed depth and learning rate against the FLOPs clock in out_dir/plan.png.
+    Trains nothing. Returns {method: (lines, series)}."""
+    methods = args.compare.split(',') if args.compare else [args.method]
+    if any(m not in METHODS for m in methods):
+        raise InputError(f"--plan --compare {args.compare}: give methods among {', '.join(METHODS)}")
+    meta = data.load(args.data)[0]
+    plans = {}
+    for m in methods:
+        sub = method_args(args, m, args.seed) if args.compare else args
+        plans[m] = flags.plan(sub, model_config(sub, meta))
+        print('\n'.join(plans[m][0]) + '\n')
+    plot_plans({m: series for m, (_, series) in plans.items()}, os.path.join(args.out_dir, 'plan.png'))
+    return plans
+
+
+def plot_plans(plans, path):
+    """Mean executed depth (top) and learning rate (bottom) against the share of scratch's FLOPs spent, one
+    line per method. Returns the path, or None where matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for m, series in plans.items():
+        xs, depths, lrs = zip(*series)
+        line, = top.step(xs, depths, where='post', label=m, lw=1.6, ls='--' if m == BASELINE else '-')
+        bottom.plot(xs, lrs, color=line.get_color(), lw=1.4, ls='--' if m == BASELINE else '-')
+    top.set_ylabel('mean executed depth')
+    bottom.set_ylabel('learning rate')
+    bottom.set_xlabel("training FLOPs, as a share of scratch's")
+    top.set_title('the schedules before training (--plan)')
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend()
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
 # ----------------------------------------------------------------------------- a budget sweep
 
 def tokens_per_param(out_dir):
@@ -397,6 +443,21 @@ def compare_methods(args, request=None):
     return summary
 
 
+def method_args(args, m, seed):
+    """The flags of method m's run of a comparison (seed `seed`, in out_dir/<m>/seed<S>): the comparison's,
+    less what does not apply to m."""
+    sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
+                                'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
+    if m == BASELINE:  # flags that shape growth do not apply to the baseline, and its run is the same under
+        for k in GROWTH_FLAGS:  # both budgets (so one scratch run serves both protocols)
+            setattr(sub, k, None)
+        sub.budget = 'steps'
+    for draws, names in DRAW_FLAGS.items():  # (what another method draws per step does not apply)
+        for k in names if METHODS[m].draws != draws else ():
+            setattr(sub, k, None)
+    return sub
+
+
 def comparison_runs(args):
     """The runs of a comparison, seed by seed (a partial comparison is already paired), every flag checked
     before anything trains. A folder that holds a run with other flags is refused; one with the same is
@@ -411,15 +472,7 @@ def comparison_runs(args):
     defaults, runs = get_parser(), []
     for seed in range(args.seed, args.seed + args.seeds):
         for m in [BASELINE] + [m for m in methods if m != BASELINE]:
-            sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
-                                        'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
-            if m == BASELINE:  # flags that shape growth do not apply to the baseline, and its run is the
-                for k in GROWTH_FLAGS:  # same under both budgets (so one scratch run serves both protocols)
-                    setattr(sub, k, None)
-                sub.budget = 'steps'
-            for draws, names in DRAW_FLAGS.items():  # (what another method draws per step does not apply)
-                for k in names if METHODS[m].draws != draws else ():
-                    setattr(sub, k, None)
+            sub = method_args(args, m, seed)
             schedule(sub, model_config(sub, data.load(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
                 saved = grow.read_checkpoint(sub.out_dir)[0]['args']

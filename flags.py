@@ -15,7 +15,7 @@ import numpy as np
 
 import data
 from data import InputError
-from model import SIZES, config_for, draw_depth, flops_per_step, map_layers
+from model import SIZES, config_for, depth_probabilities, depth_source, flops_per_step, map_layers
 
 
 def midas_stages(L):
@@ -102,7 +102,7 @@ DEFAULT_DATA = data.DEFAULT
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
 # (--lr too: after a divergence, lower it and resume from the last good checkpoint; README says so)
 RESUMABLE = {'resume', 'out_dir', 'stop_at', 'device', 'compile', 'log_interval', 'eval_interval',
-             'sample_tokens', 'export_hf', 'force', 'sample', 'prompt', 'lr', 'max_skips'}
+             'sample_tokens', 'export_hf', 'force', 'sample', 'prompt', 'lr', 'max_skips', 'plan'}
 # flags that shape growth: meaningless for the baseline (refused there, dropped for it in --compare)
 GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages',
                 'length_op', 'depth_noise')
@@ -213,6 +213,8 @@ def get_parser():
       'seed+N-1 (model init, data order, Apollo\'s sampler; the evaluation batches stay fixed)')
     a('--jobs', type=int, default=1, help='--compare: runs at once (CPU: each gets its share of the cores; '
       'CUDA: one per visible GPU); wall-clock columns compare only runs made with the same --jobs')
+    a('--plan', action='store_true', help='train nothing: print the schedule (stages, depths, growths, the '
+      'learning rate, the FLOPs against scratch); with --compare a,b,c every method\'s, and their picture')
     a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face '
       'model folder (GPT2LMHeadModel / BertForMaskedLM, safetensors); needs transformers')
     a('--force', action='store_true', help='--export_hf: replace a non-empty folder')
@@ -557,8 +559,8 @@ class Budget:
 
     def to_go(self, position):
         """The FLOPs still to spend: the schedule is known, so shallow stages are not taken for the pace."""
-        if self.by_flops:
-            return (self.steps - position) * self.scratch_step
+        if self.by_flops:  # (the last step may pass the end)
+            return max(0.0, self.steps - position) * self.scratch_step
         ends = self.starts[1:] + [self.steps]
         return sum(max(0, end - max(start, position)) * f
                    for start, end, f in zip(self.starts, ends, self.step_flops))
@@ -576,15 +578,99 @@ class Budget:
 
 def make_budget(args, cfg, stages, step_tokens):
     """The Budget of a run: its clock and the expected FLOPs of a step of each stage (for the ETA)."""
-    sampling, _ = depth_sampling(args)
-    rng = np.random.default_rng(0)  # its own: the run's sampler is untouched
     head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
     step_flops = []
     for st in stages:
-        depth = st['path'] or (np.mean([draw_depth(st['n_blocks'], cfg.n_layer, sampling, rng)
-                                        for _ in range(1000)]) if sampling else st['n_blocks'])
+        depth = sum(d * p for d, p in stage_depths(args, cfg, st).items())
         shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
         queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
         step_flops.append(flops_per_step(shape, depth, step_tokens, st['seq'], head, st['pool'], queries))
     return Budget(args.max_steps, args.budget == 'flops', flops_per_step(cfg, cfg.n_layer, step_tokens,
                   cfg.block_size, head), [st['start'] for st in stages], step_flops)
+
+
+def stage_depths(args, cfg, stage):
+    """The depths a stage executes and their probabilities: Apollo's draw (`depth_probabilities`), the
+    length of RaPTr's path, or the stage's blocks."""
+    sampling, _ = depth_sampling(args)
+    if stage['path']:
+        return {stage['path']: 1.0}
+    return depth_probabilities(stage['n_blocks'], cfg.n_layer, sampling or 'none')
+
+
+# ----------------------------------------------------------------------------- --plan
+
+def plan(args, cfg):
+    """--plan: what these flags will train, before a step is spent: each stage's range on the clock (and its
+    steps and FLOPs), model, executed depths with their probabilities and the block each layer runs, each
+    growth's copies, the learning rate at each boundary, and the FLOPs against scratch. Returns (lines,
+    series): the series is (share of scratch's FLOPs, mean executed depth, learning rate) at every step of
+    the clock, for the picture (`compare.plot_plans`)."""
+    stages, op = schedule(args, cfg)
+    step_tokens = args.batch_size * args.grad_accum * cfg.block_size
+    budget = make_budget(args, cfg, stages, step_tokens)
+    total = budget.steps * budget.scratch_step  # what scratch spends
+    ends = budget.starts[1:] + [budget.steps]
+    spent = [(end - st['start']) * (budget.scratch_step if budget.by_flops else f)
+             for st, end, f in zip(stages, ends, budget.step_flops)]
+    lines = [f"{args.method} ({METHODS[args.method].paper}): {cfg.kind} {args.size}, {cfg.n_layer} layers of "
+             f"n_embd {cfg.n_embd}, {args.max_steps} " + ("steps" if args.budget == 'steps' else
+             "steps' worth of scratch's FLOPs") + f" of {step_tokens:,} tokens; " + lr_words(args)]
+    for i, (st, end, flops) in enumerate(zip(stages, ends, spent)):
+        if i:
+            lr = lr_at(st['start'], args, budget.starts)
+            lines.append(f"  {growth_words(stages[i - 1], st, op)}; lr {lr:.2e}")
+        steps = flops / budget.step_flops[i]
+        depths = stage_depths(args, cfg, st)
+        mean = sum(d * p for d, p in depths.items())
+        lines.append(f"stage {i + 1}/{len(stages)}: clock {st['start']:g}-{end:g}, {steps:,.0f} steps, "
+                     f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); blocks {st['n_blocks']}, "
+                     f"d_ff {st['d_ff']}, n_embd {st['n_embd']}, T {st['seq']}; depth " +
+                     (' '.join(f"{d}:{p:.3f}" for d, p in depths.items()) + f" (mean {mean:.2f})"
+                      if len(depths) > 1 else f"{mean:g}") + layer_words(args, cfg, st))
+    lines.append(f"total: {sum(spent):.3e} FLOPs, {100 * sum(spent) / total:.1f}% of scratch's {total:.3e}")
+    return lines, plan_series(args, cfg, stages, budget)
+
+
+def lr_words(args):
+    """The learning-rate schedule in words."""
+    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
+    min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
+    decay = (f"held to {args.max_steps * (1 - (args.decay_frac or 0.2)):g}, then linear" if args.decay == 'wsd'
+             else args.decay)
+    return (f"lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {args.max_steps}" +
+            (f", re-warmed over {args.rewarmup} steps after each growth" if args.rewarmup else ""))
+
+
+def growth_words(old, new, op):
+    """A growth between two stages: what changes, and where each new block comes from."""
+    changes = [f"{name} {old[key]} -> {new[key]}" for key, name in (('n_blocks', 'blocks'), ('path', 'path'),
+               ('n_embd', 'n_embd'), ('d_ff', 'd_ff'), ('seq', 'T')) if old[key] != new[key]]
+    words = f"growth at clock {new['start']:g}: " + ', '.join(changes)
+    if new['n_blocks'] > old['n_blocks']:
+        src = depth_source(old['n_blocks'], new['n_blocks'], op)
+        words += f" by {op} (new block <- old: {','.join('new' if j is None else str(j) for j in src)})"
+    return words
+
+
+def layer_words(args, cfg, stage):
+    """Which block each executed layer runs, where that is not simply layer t -> block t."""
+    sampling, layer_map = depth_sampling(args)
+    if stage['path']:
+        return f"; a random path: layers 0 and {cfg.n_layer - 1} and {stage['path'] - 2} others drawn per step"
+    if sampling and stage['n_blocks'] < cfg.n_layer:
+        blocks = map_layers(stage['n_blocks'], cfg.n_layer, layer_map)
+        return f"; at depth {cfg.n_layer} layer t runs block {fmt(blocks)}"
+    return ""
+
+
+def plan_series(args, cfg, stages, budget):
+    """(share of scratch's FLOPs, mean executed depth, learning rate) at each step of the clock."""
+    means = [sum(d * p for d, p in stage_depths(args, cfg, st).items()) for st in stages]
+    series, flops = [], 0.0
+    for position in range(budget.steps + 1):
+        i = stage_of(position, stages)
+        x = position / budget.steps if budget.by_flops else flops / (budget.steps * budget.scratch_step)
+        series.append((x, means[i], lr_at(min(position, budget.steps - 1), args, budget.starts)))
+        flops += budget.step_flops[i]
+    return series

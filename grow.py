@@ -676,6 +676,9 @@ def main(argv=None):
         if args.sample:
             import sample
             return sample.sample_checkpoint(args)
+        if args.plan:
+            import compare  # (the schedules' picture is drawn with the comparison's plots)
+            return compare.show_plan(args)
         with StopRequest() as request:
             if args.compare:
                 import compare  # (compare.py trains its runs with this module)

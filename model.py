@@ -110,6 +110,24 @@ def draw_depth(k, L, how, rng):
     raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
 
 
+def depth_probabilities(k, L, how):
+    """The exact distribution of `draw_depth`: {depth: probability}. For lvps, y(x) = m / (x + n) decreases in
+    x ~ U(x_min, 1), so d = floor(k * y) >= j exactly when x <= m k / j - n: P(d >= j) is that interval's
+    share of (x_min, 1), and the clip to [1, L/k] keeps d in k..L."""
+    if how == 'lvps':
+        r, b, x_min = L / k, 0.6, 1e-6
+        a = r + 0.4
+        n = (a * x_min - b) / (b - a)
+        m = b * (n + 1)
+        at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min))) for j in range(k + 1, L + 1)]
+        return {k + i: p - q for i, (p, q) in enumerate(zip(at_least, at_least[1:] + [0.0])) if p > q}
+    if how == 'us':
+        return {d: 1 / (L - k + 1) for d in range(k, L + 1)}
+    if how == 'es':
+        return {k: 0.5, L: 0.5} if k < L else {k: 1.0}
+    return {L if how == 'fs' else k: 1.0}
+
+
 def rope_tables(T, d):
     """cos and sin of RoPE's angles t / 10000^(2j / d) for positions t < T and pairs j < d / 2, (T, d / 2):
     computed once per attention layer (buffers), not at every call."""

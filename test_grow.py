@@ -26,7 +26,7 @@ import export
 import grow
 import runtime
 import sample
-from model import (Config, Transformer, deepen, draw_depth, flops_per_step, map_layers, middle_copy,
+from model import (Config, Transformer, deepen, depth_probabilities, draw_depth, flops_per_step, map_layers, middle_copy,
                    random_path, rope_tables, rotate, widen)
 
 
@@ -970,6 +970,50 @@ def test_rewarmup_ramps_after_each_growth():
         assert ratio == pytest.approx(expected)
 
 
+def number(line, before):
+    """The number that follows `before` in a line of --plan."""
+    return float(line.split(before, 1)[1].split()[0].rstrip(',;:'))
+
+
+@pytest.mark.parametrize('argv', [['--method', 'onelayer', '--rewarmup', 2], ['--method', 'stack', '--budget',
+                                                                              'flops']])
+def test_plan_says_what_the_run_then_logs(corpus, tmp_path, argv):
+    """--plan trains nothing and prints where each growth happens, the learning rate of the step after it, the
+    FLOPs of each stage and of the run: the run with the same flags logs the same numbers (under --budget
+    flops a growth and the end come at the first step past the planned point: within one step's FLOPs)."""
+    argv = [*argv, '--n_layer', 4, '--max_steps', 20, '--eval_interval', 10, '--log_interval', 1, '--decay',
+            'wsd']
+    lines, series = run(corpus, tmp_path / 'plan', *argv, '--plan')[argv[1]]
+    assert not (tmp_path / 'plan' / 'log.jsonl').exists() and len(series) == 21
+    run(corpus, tmp_path / 'run', *argv)
+    growths, train = records(tmp_path / 'run', 'growth'), records(tmp_path / 'run', 'train')
+    said = [line for line in lines if line.startswith('  growth at')]
+    stages = [line for line in lines if line.startswith('stage')]
+    assert len(said) == len(growths) == len(stages) - 1 > 0
+    planned = np.cumsum([number(line, 'steps, ') for line in stages])  # FLOPs at each stage's end
+    ended = [g['flops'] for g in growths] + [train[-1]['flops']]
+    for line, growth in zip(said, growths):
+        lr = train[growth['step']]['lr']  # (the record of step s + 1: the first step after the growth)
+        assert number(line, '; lr ') == pytest.approx(lr, rel=1e-6), (line, lr)
+    assert number(lines[-1], 'total: ') == pytest.approx(planned[-1], rel=1e-3)
+    if '--budget' not in argv:  # the clock is the step: every number exact
+        assert [number(line, 'clock ') for line in said] == [g['step'] for g in growths]
+        assert list(planned) == pytest.approx(ended, rel=1e-3)
+    else:
+        per_step = [t['flops'] - u['flops'] for t, u in zip(train[1:], train)]
+        assert all(0 <= e - p < max(per_step) for p, e in zip(planned, ended)), (planned, ended)
+
+
+def test_plan_of_a_comparison_draws_its_methods_side_by_side(corpus, tmp_path):
+    plans = run(corpus, tmp_path, '--plan', '--compare', 'scratch,apollo,onelayer', '--n_layer', 8,
+                '--max_steps', 20)
+    assert list(plans) == ['scratch', 'apollo', 'onelayer']
+    depths = {m: [d for _, d, _ in series] for m, (_, series) in plans.items()}
+    assert depths['scratch'] == [8] * 21 and depths['onelayer'] == [1] * 16 + [8] * 5
+    assert depths['apollo'][0] == pytest.approx(sum(d * p for d, p in depth_probabilities(1, 8, 'lvps').items()))
+    assert (tmp_path / 'plan.png').exists() == HAVE_MATPLOTLIB
+
+
 def test_budget_knows_the_flops_to_go_and_the_cost(capsys, corpus, tmp_path):
     """The ETA divides the FLOPs still to spend (from the known schedule) by the current FLOPs/s; a finished
     run says what it spent against scratch."""
@@ -1082,6 +1126,9 @@ def test_lvps_matches_the_official_code(k):
     np.testing.assert_allclose(np.bincount(d, minlength=13)[k:] / len(d), probs, atol=0.01)
     assert abs(d.mean() - mean) < 0.05
     assert draw_depth(12, 12, 'lvps', rng) == 12
+    exact = depth_probabilities(k, 12, 'lvps')  # what --plan and the budget's ETA use
+    np.testing.assert_allclose(list(exact.values()), probs, atol=0.002)
+    assert list(exact) == list(range(k, 13)) and sum(exact.values()) == pytest.approx(1)
 
 
 def test_other_samplings():
