@@ -23,7 +23,7 @@ import torch
 import data
 import grow
 import runtime
-from model import SIZES, Transformer
+from model import SIZES, Transformer, make_optimizer
 
 
 def parse(argv=None):
@@ -62,12 +62,12 @@ def grow_flags(a, out_dir):
 
 class Plain:
     """nanoGPT's loop over a model of the stage's shape: the same batches (data.Batches), the same AdamW
-    (`grow.make_optimizer`), the same clipping and autocast; torch.compile on the whole model, as nanoGPT."""
+    (`model.make_optimizer`), the same clipping and autocast; torch.compile on the whole model, as nanoGPT."""
 
     def __init__(self, run):
         self.rt, self.args, self.stage = run.rt, run.args, run.stages[run.progress.stage_index]
         self.model = Transformer(run.model.cfg).to(self.rt.device)
-        self.optimizer = grow.make_optimizer(self.model, self.args)
+        self.optimizer = make_optimizer(self.model, self.args.lr, self.args.weight_decay)
         self.forward = torch.compile(self.model) if self.args.compile else self.model
         meta, tokens, _ = run.corpus
         self.batches = data.Batches(tokens, run.model.cfg.kind, meta, seed=0)

@@ -29,16 +29,14 @@ import flags
 from data import InputError
 from flags import (depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
                    schedule, shared_lr_scales, stage_of)
-from model import (Config, Transformer, deepen, draw_depth, growth_map, micro_batch_flops, num_params,
-                   random_path, tile, widen)
-from runtime import (Diverged, Interrupted, RunStopped, Runtime, StopRequest, check_memory,
-                     Stopwatch, compiled_graphs, leave_process_group, out_of_memory, peak_flops, pick_device,
-                     start_runtime)
+from model import (Config, Transformer, deepen, draw_depth, growth_map, load_optimizer, make_optimizer,
+                   micro_batch_flops, num_params, random_path, tile, widen)
+from runtime import (Diverged, Interrupted, RunStopped, Runtime, StopRequest, Stopwatch, check_memory,
+                     compiled_graphs, leave_process_group, not_finite, out_of_memory, peak_flops, pick_device,
+                     rng_states, set_rng_states, start_runtime)
 
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
-# an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
-IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
 # what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
 GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool',
          'path': 'path'}
@@ -235,7 +233,7 @@ def start_or_resume(run):
     torch.manual_seed(args.seed)
     first = {k: run.stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
     run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
-    run.optimizer = make_optimizer(run.model, args)
+    run.optimizer = make_optimizer(run.model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'))
     if rt.ddp:  # the same initial weights, then each rank its own dropout masks (nanoGPT: seed + rank)
         torch.manual_seed(args.seed + rt.rank)
     # each rank its own data; BERT masks --mask_rate of the positions (evaluation always 15%)
@@ -259,31 +257,6 @@ def start_or_resume(run):
     counters.setdefault('stage_index', counters.pop('stage', 0))  # (checkpoints of earlier versions)
     rt.say(f"resumed {ckpt_path} at step {counters['step']}")
     run.progress = Progress(**counters)
-
-
-def make_optimizer(model, args):
-    """AdamW; weight decay on matrices and embeddings only, never on biases and LayerNorm gains. With
-    --shared_lr each weight block has groups of its own (`block`: its index), so its rate can be scaled. Fused
-    on every device (CPU too, since torch 2.4): one kernel for all parameters, and it can skip a step on the
-    device (`found_inf`), which the loop's non-finite check relies on."""
-    owner = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()} if args.shared_lr not in \
-        (None, 'none') else {}
-    groups = []
-    for block in [None] + sorted(set(owner.values())):  # (None: the parameters outside the blocks)
-        params = [p for p in model.parameters() if p.requires_grad and owner.get(id(p)) == block]
-        tag = {} if block is None else dict(block=block)
-        groups += [dict(params=[p for p in params if p.dim() >= 2], weight_decay=args.weight_decay, **tag),
-                   dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=True)
-
-
-def load_optimizer(optimizer, saved):
-    """A checkpoint's AdamW state (moments, steps, rates) in an optimizer built here: the saved groups' own
-    implementation flags would otherwise win (a CPU checkpoint of an earlier version is not fused), and the
-    step counts go where this optimizer's kernel reads them (on the parameters' device when fused)."""
-    groups = [dict(g, **{k: built[k] for k in IMPLEMENTATION if k in built})
-              for g, built in zip(saved['param_groups'], optimizer.param_groups)]
-    optimizer.load_state_dict(dict(saved, param_groups=groups))
 
 
 def compile_blocks(model, stage, probe, rt):
@@ -410,7 +383,7 @@ def grow(model, optimizer, stage, op, args):
         grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
     # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
     sources = growth_map(grown, src if args.opt_state == 'copy' else None, tiles)
-    new_optimizer = make_optimizer(grown, args)
+    new_optimizer = make_optimizer(grown, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'))
     for n, p in grown.named_parameters():
         old, ops = sources[n]
         if old in moments:
@@ -446,16 +419,6 @@ def draw_depths(run, stage):
         return [k], layer_map
     draws = run.args.grad_accum if run.args.sample_per == 'micro' else 1
     return [draw_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
-
-
-def not_finite(rt, loss_sum, norm):
-    """1.0 on the device where the step's loss or gradient norm is not finite, else 0.0, computed without
-    waiting for the device. Under DDP a flag on any rank holds on every rank, so all of them skip alike."""
-    bad = (~(torch.isfinite(loss_sum) & torch.isfinite(norm))).float()
-    if rt.ddp:
-        dist.all_reduce(bad)
-        bad = (bad > 0).float()  # (the fused kernel skips where found_inf is exactly 1)
-    return bad
 
 
 def log_train(run):
@@ -622,21 +585,6 @@ def save_checkpoint(run, **extra):
     if os.path.exists(path):
         os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
     os.replace(path + '.tmp', path)
-
-
-def rng_states(rt):
-    """torch's random states that a resumed run continues: the CPU generator's, and on CUDA the device's
-    (dropout draws its masks there)."""
-    return dict(torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state() if rt.device == 'cuda'
-                else None)
-
-
-def set_rng_states(ckpt, rt):
-    """This rank's torch random states from a checkpoint (earlier versions saved rank 0's alone)."""
-    states = ckpt['rank_rngs'][rt.rank] if 'rank_rngs' in ckpt else ckpt
-    torch.set_rng_state(states['torch_rng'])
-    if rt.device == 'cuda' and states.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
-        torch.cuda.set_rng_state(states['cuda_rng'])
 
 
 def checkpoint_model(args):

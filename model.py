@@ -518,6 +518,35 @@ def growth_map(grown, src=None, tiles=None):
     return sources
 
 
+# an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
+IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
+
+
+def make_optimizer(model, lr, weight_decay, per_block=False):
+    """AdamW (nanoGPT's configure_optimizers): weight decay on matrices and embeddings only, never on biases
+    and LayerNorm gains. With `per_block` (--shared_lr) each weight block has groups of its own (`block`: its
+    index), so its rate can be scaled. Fused on every device (CPU too, since torch 2.4): one kernel for all
+    parameters, and it can skip a step on the device (`found_inf`), which the loop's non-finite check relies
+    on."""
+    owner = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()} if per_block else {}
+    groups = []
+    for block in [None] + sorted(set(owner.values())):  # (None: the parameters outside the blocks)
+        params = [p for p in model.parameters() if p.requires_grad and owner.get(id(p)) == block]
+        tag = {} if block is None else dict(block=block)
+        groups += [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay, **tag),
+                   dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
+
+
+def load_optimizer(optimizer, saved):
+    """A checkpoint's AdamW state (moments, steps, rates) in an optimizer built here: the saved groups' own
+    implementation flags would otherwise win (a CPU checkpoint of an earlier version is not fused), and the
+    step counts go where this optimizer's kernel reads them (on the parameters' device when fused)."""
+    groups = [dict(g, **{k: built[k] for k in IMPLEMENTATION if k in built})
+              for g, built in zip(saved['param_groups'], optimizer.param_groups)]
+    optimizer.load_state_dict(dict(saved, param_groups=groups))
+
+
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, queries=0):
     """Training FLOPs (forward + backward) of one optimizer step (PaLM, Chowdhery et al. 2022, appendix B):
 

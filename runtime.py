@@ -189,6 +189,31 @@ def compiled_graphs(args):
     return torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None
 
 
+def not_finite(rt, loss_sum, norm):
+    """1.0 on the device where the step's loss or gradient norm is not finite, else 0.0, computed without
+    waiting for the device. Under DDP a flag on any rank holds on every rank, so all of them skip alike."""
+    bad = (~(torch.isfinite(loss_sum) & torch.isfinite(norm))).float()
+    if rt.ddp:
+        dist.all_reduce(bad)
+        bad = (bad > 0).float()  # (the fused kernel skips where found_inf is exactly 1)
+    return bad
+
+
+def rng_states(rt):
+    """torch's random states that a resumed run continues: the CPU generator's, and on CUDA the device's
+    (dropout draws its masks there)."""
+    return dict(torch_rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state() if rt.device == 'cuda'
+                else None)
+
+
+def set_rng_states(ckpt, rt):
+    """This rank's torch random states from a checkpoint (earlier versions saved rank 0's alone)."""
+    states = ckpt['rank_rngs'][rt.rank] if 'rank_rngs' in ckpt else ckpt
+    torch.set_rng_state(states['torch_rng'])
+    if rt.device == 'cuda' and states.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
+        torch.cuda.set_rng_state(states['cuda_rng'])
+
+
 # ----------------------------------------------------------------------------- stopping a run
 
 class StopRequest:

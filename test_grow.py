@@ -26,8 +26,8 @@ import export
 import grow
 import runtime
 import sample
-from model import (Config, Transformer, deepen, depth_probabilities, draw_depth, flops_per_step, map_layers, middle_copy,
-                   random_path, rope_tables, rotate, widen)
+from model import (Config, Transformer, deepen, depth_probabilities, draw_depth, flops_per_step, load_optimizer,
+                   make_optimizer, map_layers, middle_copy, random_path, rope_tables, rotate, widen)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -601,7 +601,7 @@ def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_o
     with pytest.raises(ValueError, match='fresh'):  # nothing to copy
         deepen(Transformer(small(kind, n_layer=4, n_blocks=0)), 4, 'stack')
     args = grow.parse_args(['--lr', '1e-3'])
-    opt = grow.make_optimizer(old.train(), args)
+    opt = make_optimizer(old.train(), args.lr, args.weight_decay)
     old(x, x)[1].backward()
     opt.step()
     stage = dict(n_blocks=4, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
@@ -680,7 +680,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
     torch.manual_seed(0)
     args = grow.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=6, n_blocks=3))
-    opt = grow.make_optimizer(model, args)
+    opt = make_optimizer(model, args.lr, args.weight_decay)
     x = torch.randint(0, 256, (2, 16))
     for _ in range(2):
         model(x, x)[1].backward()
@@ -709,7 +709,7 @@ def test_width_moments_follow_the_tiling():
     torch.manual_seed(0)
     args = grow.parse_args(['--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
-    opt = grow.make_optimizer(model, args)
+    opt = make_optimizer(model, args.lr, args.weight_decay)
     x = torch.randint(0, 256, (2, 16))
     model(x, x)[1].backward()
     opt.step()
@@ -1585,13 +1585,13 @@ def test_a_checkpoint_resumes_into_the_optimizer_built_here(corpus, tmp_path):
     assert resumed['val_loss'] == full['val_loss']
     model, args = Transformer(small('gpt')), grow.parse_args([])
     groups = [dict(params=g['params'], weight_decay=g['weight_decay'])
-              for g in grow.make_optimizer(model, args).param_groups]
+              for g in make_optimizer(model, args.lr, args.weight_decay).param_groups]
     other = torch.optim.AdamW(groups, foreach=True)
     x = torch.zeros(1, 8, dtype=torch.long)
     model(x, x)[1].backward()
     other.step()
-    here = grow.make_optimizer(model, args)
-    grow.load_optimizer(here, other.state_dict())
+    here = make_optimizer(model, args.lr, args.weight_decay)
+    load_optimizer(here, other.state_dict())
     assert all(g['fused'] and g['foreach'] is None for g in here.param_groups)
     assert all(s['step'].dtype == torch.float32 and s['step'].device == p.device and s['step'] == 1
                for p, s in here.state.items()) and len(here.state) == len(list(model.parameters()))
@@ -1603,12 +1603,12 @@ def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
     state, restored = torch.tensor([7, 1, 3], dtype=torch.uint8), []
     monkeypatch.setattr(torch.cuda, 'get_rng_state', lambda: state.clone())
     monkeypatch.setattr(torch.cuda, 'set_rng_state', restored.append)
-    saved = grow.rng_states(runtime.Runtime('cuda', 'bfloat16'))
+    saved = runtime.rng_states(runtime.Runtime('cuda', 'bfloat16'))
     assert torch.equal(saved['cuda_rng'], state) and torch.equal(saved['torch_rng'], torch.get_rng_state())
-    grow.set_rng_states(saved, runtime.Runtime('cuda', 'bfloat16'))
+    runtime.set_rng_states(saved, runtime.Runtime('cuda', 'bfloat16'))
     assert len(restored) == 1 and torch.equal(restored[0], state)
-    assert grow.rng_states(CPU)['cuda_rng'] is None
-    grow.set_rng_states(saved, CPU)
+    assert runtime.rng_states(CPU)['cuda_rng'] is None
+    runtime.set_rng_states(saved, CPU)
     assert len(restored) == 1
 
 
