@@ -81,11 +81,15 @@ METHODS = {
     # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as
     # in the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
     # `random_path`; whether the paper rescales outputs we could not check (no code was released).
-    # Zero/one-layer progressive training (Bu 2025): one block trained for most of the run, then one growth
-    # straight to L, late (at about 80% of the iterations, the paper's time), meant for --decay wsd so that the
-    # full model trains the whole decay. The new blocks copy the trained one (stack: from one block every
-    # operator but fresh copies it alike); --depth_op fresh initialises them instead, and --stages 0,L starts
-    # with no block at all (embeddings and head: the zero-layer model, which only fresh can grow).
+    # Zero/one-layer progressive training (Bu, "Scaling depth capacity via zero/one-layer model expansion",
+    # ICML 2026, arXiv 2511.04981; no code released): one block trained for most of the run, then one growth
+    # straight to L, late: at about 80% of the iterations (the paper's time, as its summaries give it; the
+    # paper finds one late growth better than several, e.g. 0 -> 2 -> 12), under a warmup-stable-decay
+    # schedule (--decay wsd, whose default decay is the last 20%: the full model trains the whole decay). The
+    # paper finds both copying the trained layer and a random initialisation of the new ones to converge
+    # fast; the default copies it (from one block, stack, interpolate and middle all copy it alike),
+    # --depth_op fresh initialises them, and --stages 0,L with fresh starts with no block at all (the
+    # zero-layer model).
     'onelayer': Method('zero/one-layer progressive training, Bu, ICML 2026 (arXiv 2511.04981)',
                        lambda L: [1, L], [0.8], 'stack'),
     'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
@@ -511,13 +515,9 @@ def lr_at(step, args, starts=(0,)):
     a linear decay. Growth never restarts it. With --rewarmup N the rate is ramped up again over the N steps
     after each growth (Staged Training). `step` is the run's clock (see `train`): a float in
     scratch-equivalent steps under --budget flops."""
-    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
-    min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
+    warmup, start, min_lr = lr_corners(args)
     if step < warmup:
         return args.lr * min(1.0, (step + 1) / warmup)
-    start = warmup  # where the decay starts; WSD's stable phase holds the peak until then
-    if args.decay == 'wsd':
-        start = max(warmup, args.max_steps * (1 - (args.decay_frac or 0.2)))
     decayed = max(0.0, step - start) / max(1, args.max_steps - start)  # the share of the decay behind us
     shape = 0.5 * (1 + math.cos(math.pi * decayed)) if args.decay == 'cosine' else 1 - decayed
     lr = min_lr + shape * (args.lr - min_lr)
@@ -525,6 +525,14 @@ def lr_at(step, args, starts=(0,)):
     if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:
         lr *= min(1.0, (since_growth + 1) / args.rewarmup)
     return lr
+
+
+def lr_corners(args):
+    """(the warmup's steps, where the decay starts, the final rate): WSD's stable phase holds the peak from
+    the warmup's end to the decay's start; cosine and linear decay from the warmup's end."""
+    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
+    start = max(warmup, args.max_steps * (1 - (args.decay_frac or 0.2))) if args.decay == 'wsd' else warmup
+    return warmup, start, args.min_lr if args.min_lr is not None else args.lr / 10
 
 
 def shared_lr_scales(k, depths, layer_map, how):
@@ -624,7 +632,8 @@ def plan(args, cfg):
         depths = stage_depths(args, cfg, st)
         mean = sum(d * p for d, p in depths.items())
         lines.append(f"stage {i + 1}/{len(stages)}: clock {st['start']:g}-{end:g}, {steps:,.0f} steps, "
-                     f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); blocks {st['n_blocks']}, "
+                     f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "
+                     f"blocks {st['n_blocks']}, "
                      f"d_ff {st['d_ff']}, n_embd {st['n_embd']}, T {st['seq']}; depth " +
                      (' '.join(f"{d}:{p:.3f}" for d, p in depths.items()) + f" (mean {mean:.2f})"
                       if len(depths) > 1 else f"{mean:g}") + layer_words(args, cfg, st))
@@ -634,10 +643,8 @@ def plan(args, cfg):
 
 def lr_words(args):
     """The learning-rate schedule in words."""
-    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
-    min_lr = args.min_lr if args.min_lr is not None else args.lr / 10
-    decay = (f"held to {args.max_steps * (1 - (args.decay_frac or 0.2)):g}, then linear" if args.decay == 'wsd'
-             else args.decay)
+    warmup, start, min_lr = lr_corners(args)
+    decay = f"held to {start:g}, then linear" if args.decay == 'wsd' else args.decay
     return (f"lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {args.max_steps}" +
             (f", re-warmed over {args.rewarmup} steps after each growth" if args.rewarmup else ""))
 
@@ -657,7 +664,8 @@ def layer_words(args, cfg, stage):
     """Which block each executed layer runs, where that is not simply layer t -> block t."""
     sampling, layer_map = depth_sampling(args)
     if stage['path']:
-        return f"; a random path: layers 0 and {cfg.n_layer - 1} and {stage['path'] - 2} others drawn per step"
+        return (f"; a random path: layers 0 and {cfg.n_layer - 1} and {stage['path'] - 2} others drawn per "
+                f"step")
     if sampling and stage['n_blocks'] < cfg.n_layer:
         blocks = map_layers(stage['n_blocks'], cfg.n_layer, layer_map)
         return f"; at depth {cfg.n_layer} layer t runs block {fmt(blocks)}"

@@ -119,7 +119,8 @@ def depth_probabilities(k, L, how):
         a = r + 0.4
         n = (a * x_min - b) / (b - a)
         m = b * (n + 1)
-        at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min))) for j in range(k + 1, L + 1)]
+        at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min)))
+                            for j in range(k + 1, L + 1)]
         return {k + i: p - q for i, (p, q) in enumerate(zip(at_least, at_least[1:] + [0.0])) if p > q}
     if how == 'us':
         return {d: 1 / (L - k + 1) for d in range(k, L + 1)}

@@ -26,8 +26,9 @@ import export
 import grow
 import runtime
 import sample
-from model import (Config, Transformer, deepen, depth_probabilities, draw_depth, flops_per_step, load_optimizer,
-                   make_optimizer, map_layers, middle_copy, random_path, rope_tables, rotate, widen)
+from model import (Config, Transformer, deepen, depth_probabilities, draw_depth, flops_per_step,
+                   load_optimizer, make_optimizer, map_layers, middle_copy, random_path, rope_tables, rotate,
+                   widen)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -551,7 +552,8 @@ def test_gstack_and_midas_schedules():
 def test_onelayer_grows_once_late_from_one_block_or_from_none(corpus, tmp_path):
     """Zero/one-layer progressive training: 1 block (or 0) until 80% of the steps, then one growth to L; the
     copied block's growth and the fresh one's both keep a pre-LN GPT's loss on the probe."""
-    argv = ['--method', 'onelayer', '--n_layer', 4, '--max_steps', 20, '--eval_interval', 10, '--decay', 'wsd']
+    argv = ['--method', 'onelayer', '--n_layer', 4, '--max_steps', 20, '--eval_interval', 10, '--decay',
+            'wsd']
     run(corpus, tmp_path / 'one', *argv)
     growth, = records(tmp_path / 'one', 'growth')
     assert (growth['step'], growth['old_blocks'], growth['new_blocks'], growth['src'], growth['op']) == \
@@ -563,7 +565,8 @@ def test_onelayer_grows_once_late_from_one_block_or_from_none(corpus, tmp_path):
     assert growth['loss_after'] == pytest.approx(growth['loss_before'], abs=1e-5)
     stage, _ = records(tmp_path / 'zero', 'stage')
     assert stage['depth_hist'] == {'0': 16}
-    assert records(tmp_path / 'zero', 'eval')[-1]['val_loss'] < records(tmp_path / 'zero', 'eval')[1]['val_loss']
+    evals = records(tmp_path / 'zero', 'eval')
+    assert evals[-1]['val_loss'] < evals[1]['val_loss']  # (it learns after the growth)
 
 
 @pytest.mark.parametrize('kind, options', [('gpt', {}), ('gpt', OPTIONS['rope']), ('bert', dict(pre_ln=True)),
@@ -582,7 +585,8 @@ def test_identity_growth_preserves_the_function_of_pre_ln_models(kind, options):
         deepen(Transformer(small(kind, n_layer=6, n_blocks=3, pre_ln=False)), 6, 'identity')
 
 
-@pytest.mark.parametrize('kind, options', [('gpt', {}), ('gpt', OPTIONS['rope']), ('bert', dict(pre_ln=True))])
+@pytest.mark.parametrize('kind, options', [('gpt', {}), ('gpt', OPTIONS['rope']),
+                                           ('bert', dict(pre_ln=True))])
 @pytest.mark.parametrize('k_old', [0, 1])
 def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_old):
     """--depth_op fresh: the old blocks stay at the bottom, the new ones are initialised as at the start with
@@ -1010,7 +1014,8 @@ def test_plan_of_a_comparison_draws_its_methods_side_by_side(corpus, tmp_path):
     assert list(plans) == ['scratch', 'apollo', 'onelayer']
     depths = {m: [d for _, d, _ in series] for m, (_, series) in plans.items()}
     assert depths['scratch'] == [8] * 21 and depths['onelayer'] == [1] * 16 + [8] * 5
-    assert depths['apollo'][0] == pytest.approx(sum(d * p for d, p in depth_probabilities(1, 8, 'lvps').items()))
+    mean = sum(d * p for d, p in depth_probabilities(1, 8, 'lvps').items())
+    assert depths['apollo'][0] == pytest.approx(mean)
     assert (tmp_path / 'plan.png').exists() == HAVE_MATPLOTLIB
 
 
