@@ -39,7 +39,7 @@ def parse(argv=None):
     p.add_argument('--steps', type=int, default=5, help='steps per window, on each side')
     p.add_argument('--rounds', type=int, default=4, help='windows on each side after the warm-up one')
     p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
-    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
     p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib)')
     return p.parse_args(argv)
 
@@ -85,8 +85,7 @@ class Plain:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip or math.inf)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        if self.rt.device == 'cuda':
-            torch.cuda.synchronize()
+        runtime.synchronize(self.rt.device)
         return time.perf_counter() - start
 
 

@@ -5,6 +5,7 @@ in steps of the target) and the learning rate at every point of it. Everything h
 trains: bad input is one line naming the flag and what would be valid.
 """
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -198,7 +199,8 @@ def get_parser():
     a('--eval_interval', type=int, default=100)
     a('--eval_batches', type=int, default=20)
     a('--log_interval', type=int, default=10)
-    a('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    a('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
+      help='auto: cuda, else mps (Apple silicon; untested by us), else cpu')
     a('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16', 'float16'),
       help='autocast dtype; auto: bfloat16 on CUDA where the GPU has it, float16 with a GradScaler where '
            'not, float32 on CPU')
@@ -211,6 +213,11 @@ def get_parser():
       help='with --resume: show what the checkpoint learned (a sample), train nothing')
     a('--prompt', default=None,
       help='the sample starts from this text (GPT), or fills its [MASK] markers (BERT)')
+    a('--wandb', default=None, metavar='PROJECT', help='also log every record of log.jsonl to this Weights & '
+      'Biases project, against the FLOPs clock (needs pip install wandb; WANDB_MODE=offline works offline)')
+    a('--wandb_run', default=None, help='--wandb: the run\'s name (default: method-model-seedS)')
+    a('--wandb_group', default=None,
+      help='--wandb: the runs\' group (--compare sets it to its folder\'s name)')
     a('--compare', default=None, help='methods to train into out_dir/<method>/seed<S> and compare (e.g. '
       'scratch,stack,interpolate,apollo,compound), or a comparison folder to print again')
     a('--seeds', type=int, default=1, help='--compare: train every method with seeds seed, seed+1, ..., '
@@ -286,6 +293,11 @@ def check(args, typed):
     if not args.compare and ({'seeds', 'jobs'} & typed):
         raise InputError(f"--{min({'seeds', 'jobs'} & typed)} belongs to --compare (several runs); "
                          f"a single run has one seed: --seed")
+    if (args.wandb_run or args.wandb_group) and not args.wandb:
+        raise InputError(f"--wandb_{'run' if args.wandb_run else 'group'} names a Weights & Biases run: add "
+                         f"--wandb PROJECT")
+    if args.wandb and importlib.util.find_spec('wandb') is None:
+        raise InputError("--wandb needs the wandb package: pip install wandb")
     if args.sample and not args.resume:
         raise InputError("--sample shows what a checkpoint learned: add --resume (and --out_dir of the run)")
     if args.length_op == 'pool' and args.model != 'bert':

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import secrets
 import signal
 import sys
 from contextlib import nullcontext
@@ -150,8 +151,10 @@ def start(args):
         compile_blocks(run.model, stages[run.progress.stage_index], evals[0], rt)
     resumed_at = run.progress.step if args.resume else None
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master)
+    if args.wandb and rt.master:
+        run.log.wandb = start_wandb(args)
     describe(run)
-    run.watch, run.window = Stopwatch(rt.device == 'cuda'), Window.at(run.progress)
+    run.watch, run.window = Stopwatch(rt.device), Window.at(run.progress)
     return run
 
 
@@ -167,6 +170,8 @@ def finish(run, request, done):
             sample.show_sample(run.model, run.corpus[0], args, run.corpus[2])
     if rt.ddp:
         leave_process_group()
+    if run.log.wandb:
+        run.log.wandb.finish()
     if not done:  # (--stop_at or a signal) say how to continue
         resume = f"continue with: python grow.py --resume --out_dir {args.out_dir}"
         if request.signum:
@@ -233,7 +238,7 @@ def start_or_resume(run):
     torch.manual_seed(args.seed)
     first = {k: run.stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
     run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
-    run.optimizer = make_optimizer(run.model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'))
+    run.optimizer = optimizer_of(run.model, args)
     if rt.ddp:  # the same initial weights, then each rank its own dropout masks (nanoGPT: seed + rank)
         torch.manual_seed(args.seed + rt.rank)
     # each rank its own data; BERT masks --mask_rate of the positions (evaluation always 15%)
@@ -257,6 +262,11 @@ def start_or_resume(run):
     counters.setdefault('stage_index', counters.pop('stage', 0))  # (checkpoints of earlier versions)
     rt.say(f"resumed {ckpt_path} at step {counters['step']}")
     run.progress = Progress(**counters)
+
+
+def optimizer_of(model, args):
+    """The run's AdamW for `model` (`make_optimizer`); with Apollo's --shared_lr a group per weight block."""
+    return make_optimizer(model, args.lr, args.weight_decay, per_block=args.shared_lr not in (None, 'none'))
 
 
 def compile_blocks(model, stage, probe, rt):
@@ -383,7 +393,7 @@ def grow(model, optimizer, stage, op, args):
         grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
     # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
     sources = growth_map(grown, src if args.opt_state == 'copy' else None, tiles)
-    new_optimizer = make_optimizer(grown, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'))
+    new_optimizer = optimizer_of(grown, args)
     for n, p in grown.named_parameters():
         old, ops = sources[n]
         if old in moments:
@@ -503,10 +513,12 @@ def stage_summary(run):
 
 class Log:
     """JSON lines in out_dir/log.jsonl, one record per log step and per evaluation, for plotting.
-    On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone)."""
+    On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone).
+    With --wandb each record also goes to the Weights & Biases run (`start_wandb`), its numbers under
+    "<type>/<name>" at the run's FLOPs so far: the x-axis on which growth methods and scratch line up."""
 
     def __init__(self, path, resume_step=None, enabled=True):
-        self.path, self.enabled = path, enabled
+        self.path, self.enabled, self.wandb, self.flops = path, enabled, None, 0.0
         if not enabled:  # DDP: rank 0 alone writes
             return
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -526,7 +538,30 @@ class Log:
         if self.enabled:
             with open(self.path, 'a') as f:
                 f.write(json.dumps(record) + '\n')
+        if self.wandb:  # (a skip or stage record has no FLOPs of its own: the last ones logged)
+            self.flops = record.get('flops', self.flops)
+            numbers = {f"{record['type']}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'flops'}
+            self.wandb.log({'flops': self.flops, **numbers})
         return record
+
+
+def start_wandb(args):
+    """--wandb: the Weights & Biases run of this one, with the flags as its config and the FLOPs clock as the
+    x-axis of every chart (a growth's record is a point on its charts); --compare groups its runs. Its id is
+    kept in out_dir/wandb_id, so a resumed run continues the same wandb run."""
+    import wandb  # (optional; flags.check refused --wandb without it)
+    path = os.path.join(args.out_dir, 'wandb_id')
+    if not (args.resume and os.path.isfile(path)):
+        with open(path, 'w') as f:
+            f.write(secrets.token_hex(4))
+    with open(path) as f:
+        run_id = f.read().strip()
+    run = wandb.init(project=args.wandb, name=args.wandb_run or f"{args.method}-{args.model}-seed{args.seed}",
+                     group=args.wandb_group, config=vars(args), id=run_id, resume='allow', dir=args.out_dir)
+    run.define_metric('flops')
+    run.define_metric('*', step_metric='flops')
+    return run
 
 
 def human(n):

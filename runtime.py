@@ -87,15 +87,18 @@ class Runtime:
 
 
 def pick_device(args):
-    device = args.device if args.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+    """--device, or for auto the first there is of cuda, mps (an Apple-silicon GPU) and cpu."""
+    have = {'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available(), 'cpu': True}
+    device = args.device if args.device != 'auto' else next(d for d, there in have.items() if there)
+    if not have[device]:
+        raise InputError(f"--device {device}: no {device.upper()} device is available; use --device cpu")
     return device
 
 
 def auto_dtype(device):
     """--dtype auto, as nanoGPT picks: bfloat16 on a CUDA device that has it, float16 (with a GradScaler) on
-    one that has not (T4, V100: most free notebooks), float32 elsewhere."""
+    one that has not (T4, V100: most free notebooks), float32 elsewhere: on CPU, and on MPS, where nanoGPT
+    runs float32 too (its autocast is for CUDA) and where we have not measured a lower precision."""
     if device != 'cuda':
         return 'float32'
     return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
@@ -170,19 +173,25 @@ def peak_flops(device):
 @dataclass
 class Stopwatch:
     """Wall time spent training: read (`lap`) before an evaluation, a checkpoint or a growth, restarted after.
-    On CUDA it synchronises first: kernels are queued, so the time is only honest once they have run."""
-    cuda: bool
+    On a GPU (CUDA, MPS) it synchronises first: kernels are queued, so the time is only honest once they have
+    run."""
+    device: str
     mark: float = field(default_factory=time.perf_counter)
 
     def lap(self):
-        if self.cuda:
-            torch.cuda.synchronize()
+        synchronize(self.device)
         now = time.perf_counter()
         seconds, self.mark = now - self.mark, now
         return seconds
 
     def restart(self):
         self.mark = time.perf_counter()
+
+
+def synchronize(device):
+    """Wait for a GPU's queued kernels (CUDA, MPS); the CPU runs each when it is called."""
+    if device in ('cuda', 'mps'):
+        getattr(torch, device).synchronize()
 
 
 def compiled_graphs(args):

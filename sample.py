@@ -25,7 +25,7 @@ def main(argv=None):
     p.add_argument('--out_dir', default='out', help='the run whose ckpt.pt to sample')
     p.add_argument('--prompt', default=None, help='GPT: the text to continue; BERT: text with [MASK] markers')
     p.add_argument('--sample_tokens', type=int, default=200, help='GPT: tokens to generate')
-    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
     a = p.parse_args(argv)
     # the checkpoint's flags decide the rest (its method's evaluation depth, its data): grow.py reads them
     return grow.main(['--resume', '--sample', '--out_dir', a.out_dir, '--sample_tokens', str(a.sample_tokens),

@@ -3,6 +3,7 @@
 Sections: helpers; data; models; growth operators; training and checkpoints; schedules; Apollo; CompoundGrow;
 compare mode; DDP and compile; export; bad input."""
 import csv
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import types
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -1634,6 +1636,24 @@ def test_dtype_auto_picks_what_the_device_has(monkeypatch):
     assert enabled == dict(float16=True, bfloat16=False, float32=False)
 
 
+def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, capsys):
+    """--device auto: CUDA first, then an Apple-silicon GPU (MPS), then the CPU; MPS trains in float32 and its
+    stopwatch waits for its kernels (capabilities mocked: nothing here has a Mac)."""
+    auto = flags.get_parser().parse_args(['--device', 'auto'])
+    for cuda, mps, expected in ((True, True, 'cuda'), (False, True, 'mps'), (False, False, 'cpu')):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: mps)
+        assert runtime.pick_device(auto) == expected
+    assert runtime.auto_dtype('mps') == 'float32' and runtime.peak_flops('mps') is None  # (no MFU column)
+    waited = []
+    monkeypatch.setattr(torch.mps, 'synchronize', lambda: waited.append('mps'))
+    runtime.Stopwatch('mps').lap()
+    runtime.Stopwatch('cpu').lap()
+    assert waited == ['mps']
+    with pytest.raises(data.InputError, match='--device mps: no MPS device'):
+        runtime.pick_device(flags.get_parser().parse_args(['--device', 'mps']))
+
+
 def test_float16_overflows_are_skipped_steps_and_the_run_resumes_exactly(corpus, tmp_path, monkeypatch):
     """float16 (autocast on CPU here): a loss scale too large overflows; each overflow is a skipped step of
     the one non-finite mechanism (a `skip` record), the scaler backs off until steps apply, and its state is
@@ -1665,6 +1685,73 @@ def test_bench_times_both_loops_window_by_window(corpus, extra, blocks):
     assert result['tokens_per_step'] == 2 * 128 and result['mfu'] == dict(nanogrow=None, plain=None)
     rate = result['tokens_per_s']
     assert min(rate.values()) > 0 and result['ratio'] == rate['nanogrow'] / rate['plain']
+
+
+# ----------------------------------------------------------------------------- Weights & Biases
+
+class FakeWandb(types.ModuleType):
+    """A recording stand-in for the wandb package: each `init` is a run that keeps what it was given."""
+
+    def __init__(self):
+        super().__init__('wandb')
+        self.__spec__ = importlib.machinery.ModuleSpec('wandb', None)
+        self.runs = []
+
+    def init(self, **settings):
+        run = types.SimpleNamespace(settings=settings, logged=[], axes=[], finished=False)
+        run.log, run.define_metric = run.logged.append, lambda *a, **k: run.axes.append((a, k))
+        run.finish = lambda: setattr(run, 'finished', True)
+        self.runs.append(run)
+        return run
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, 'wandb', fake)
+    return fake
+
+
+def test_wandb_gets_every_record_of_the_log_against_the_flops_clock(corpus, tmp_path, fake_wandb):
+    argv = ['--method', 'stack', '--n_layer', 4, '--max_steps', 12, '--eval_interval', 6, '--log_interval', 2,
+            '--wandb', 'proj']
+    run(corpus, tmp_path, *argv, '--stop_at', 6)
+    grow.main(['--resume', '--out_dir', str(tmp_path)])
+    first, resumed = fake_wandb.runs
+    assert first.settings['id'] == resumed.settings['id'] == (tmp_path / 'wandb_id').read_text()
+    assert (first.settings['project'], first.settings['name'], resumed.settings['resume']) == \
+        ('proj', 'stack-gpt-seed1337', 'allow')
+    assert first.settings['config']['max_steps'] == 12 and first.finished and resumed.finished
+    assert (('*',), dict(step_metric='flops')) in first.axes
+    with open(tmp_path / 'log.jsonl') as f:
+        logged = [json.loads(line) for line in f]
+    sent = first.logged + resumed.logged
+    sent = sent[:len(first.logged) - 1] + resumed.logged  # (the resumed run redoes step 6's evaluation)
+    assert [next(k.split('/')[0] for k in r if '/' in k) for r in sent] == [r['type'] for r in logged]
+    assert [r[f"{r0['type']}/step"] for r, r0 in zip(sent, logged)] == [r['step'] for r in logged]
+    last = 0.0
+    for r, r0 in zip(sent, logged):
+        last = r0.get('flops', last)
+        assert r['flops'] == last
+    assert {'growth', 'stage', 'eval', 'train'} <= {r['type'] for r in logged}
+
+
+def test_compare_groups_its_wandb_runs(corpus, tmp_path, fake_wandb):
+    run(corpus, tmp_path / 'cmp', '--compare', 'scratch,stack', '--n_layer', 4, '--max_steps', 8,
+        '--eval_interval', 4, '--wandb', 'proj')
+    assert [(r.settings['name'], r.settings['group']) for r in fake_wandb.runs] == \
+        [('scratch-gpt-seed1337', 'cmp'), ('stack-gpt-seed1337', 'cmp')]
+
+
+def test_wandb_offline_writes_its_run(corpus, tmp_path, monkeypatch):
+    """The real package (CI installs it), offline: the run is written under out_dir/wandb with its id."""
+    pytest.importorskip('wandb', reason='wandb is optional (pip install wandb)')
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.setenv('WANDB_SILENT', 'true')
+    run(corpus, tmp_path, '--max_steps', 4, '--eval_interval', 2, '--wandb', 'nanogrow')
+    run_id = (tmp_path / 'wandb_id').read_text()
+    written = list((tmp_path / 'wandb').glob(f'offline-run-*-{run_id}/run-{run_id}.wandb'))
+    assert len(written) == 1 and written[0].stat().st_size > 1000
 
 
 # ----------------------------------------------------------------------------- export to Hugging Face
@@ -1739,6 +1826,7 @@ def test_bad_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--data', str(tmp_path / 'missing')], '--data', 'missing')
     fails(capsys, base + ['--vocab_size', '200'], 'meta.json', '--vocab_size 200')
     fails(capsys, base + ['--resume'], '--resume', 'ckpt.pt')
+    fails(capsys, base + ['--wandb_run', 'x'], '--wandb_run', '--wandb PROJECT')
     assert not (tmp_path / 'o').exists()  # nothing written for a refused run
 
 
