@@ -404,6 +404,9 @@ def depth_schedule(args, cfg):
     if any(b <= a for a, b in zip(n_blocks, n_blocks[1:])) or n_blocks[0] < (op != 'fresh'):
         raise InputError(f"--stages {fmt(n_blocks)} must be positive and strictly increasing (a first stage "
                          f"of 0 blocks: --depth_op fresh, the only operator that grows it)")
+    if m.draws == 'depth' and n_blocks[0] < 1:
+        raise InputError(f"--stages {fmt(n_blocks)}: --method {args.method} runs every depth through shared "
+                         f"blocks, and a stage of 0 blocks has none to share; start from 1")
     if m.check:
         m.check(args, n_blocks)
     if n_blocks[-1] != L:

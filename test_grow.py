@@ -1909,6 +1909,8 @@ def test_bad_schedules(capsys, corpus, tmp_path):
           'gpt')
     fails(capsys, base + ['--method', 'scratch', '--stages', '2,4', '--stage_at', '0.5'], '--method scratch')
     fails(capsys, base + ['--method', 'onelayer', '--stages', '0,4'], '--stages 0,4', '--depth_op fresh')
+    fails(capsys, base + ['--method', 'apollo', '--stages', '0,1,2,4', '--depth_op', 'fresh'], '--stages 0,1,2,4',
+          'start from 1')
     fails(capsys, base + ['--decay_frac', '0.3'], '--decay_frac', '--decay wsd')
     fails(capsys, base + ['--decay', 'wsd', '--decay_frac', '0'], '--decay_frac', '(0, 1]')
     fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3',
