@@ -292,6 +292,9 @@ def load(data_dir):
     return meta, splits[0], splits[1]
 
 
+EVAL_SEED = 1234  # the evaluation batches' own seed, apart from every run's
+
+
 class Batches:
     """Random windows of one split. GPT: (x, y) with y = x shifted by one. BERT: (x masked, labels).
 
@@ -331,10 +334,10 @@ def masked_positions(y, kind):
     return torch.from_numpy(np.flatnonzero(y.numpy() != -100)) if kind == 'bert' else None
 
 
-def eval_batches(tokens, kind, meta, n, batch_size, seq_len, seed=1234):
-    """A fixed list of n batches (own seed): every method and every evaluation sees the same data."""
-    b = Batches(tokens, kind, meta, seed)
-    return [b.next(batch_size, seq_len) for _ in range(n)]
+def eval_batches(batches, n, batch_size, seq_len):
+    """A fixed list of n batches of the validation split's `batches` (seeded with EVAL_SEED, their own): every
+    method and every evaluation sees the same data."""
+    return [batches.next(batch_size, seq_len) for _ in range(n)]
 
 
 def inspect(data_dir, n_tokens=300):

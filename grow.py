@@ -143,7 +143,8 @@ def start(args):
     check_memory(args, rt, cfg)
     step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world
     meta, _, val_tokens = corpus
-    evals = data.eval_batches(val_tokens, cfg.kind, meta, args.eval_batches, args.batch_size, cfg.block_size)
+    val = data.Batches(val_tokens, cfg.kind, meta, seed=data.EVAL_SEED)
+    evals = data.eval_batches(val, args.eval_batches, args.batch_size, cfg.block_size)
     run = Run(args, rt, cfg, stages, depth_op, make_budget(args, cfg, stages, step_tokens), corpus, evals,
               step_tokens=step_tokens)
     start_or_resume(run)

@@ -276,9 +276,10 @@ def test_eval_batches_are_fixed():
     """Pinned: the same evaluation windows (and BERT masks) for every run, method and version."""
     meta = dict(mask_id=257, n_ordinary=256)
     tokens = np.arange(60_000)  # a window's first token is its start
-    starts = [x[:, 0].tolist() for x, _ in data.eval_batches(tokens, 'gpt', meta, 2, 4, 16)]
+    starts = [x[:, 0].tolist() for x, _ in data.eval_batches(data.Batches(tokens, 'gpt', meta, data.EVAL_SEED),
+                                                             2, 4, 16)]
     assert starts == [[58745, 58586, 59260, 22805], [10278, 55380, 6291, 15697]]
-    x, y = data.eval_batches(tokens % 256, 'bert', meta, 1, 2, 32)[0]
+    x, y = data.eval_batches(data.Batches(tokens % 256, 'bert', meta, data.EVAL_SEED), 1, 2, 32)[0]
     assert torch.nonzero(y != -100).tolist() == [[0, 4], [0, 19], [0, 23], [0, 27], [1, 5], [1, 15], [1, 31]]
     assert x[y != -100].tolist() == [257, 125, 257, 257, 257, 257, 257]
     trained = data.Batches(tokens, 'gpt', meta, seed=1337).next(4, 16)[0][:, 0].tolist()
