@@ -276,8 +276,8 @@ def test_eval_batches_are_fixed():
     """Pinned: the same evaluation windows (and BERT masks) for every run, method and version."""
     meta = dict(mask_id=257, n_ordinary=256)
     tokens = np.arange(60_000)  # a window's first token is its start
-    starts = [x[:, 0].tolist() for x, _ in data.eval_batches(data.Batches(tokens, 'gpt', meta, data.EVAL_SEED),
-                                                             2, 4, 16)]
+    val = data.Batches(tokens, 'gpt', meta, data.EVAL_SEED)
+    starts = [x[:, 0].tolist() for x, _ in data.eval_batches(val, 2, 4, 16)]
     assert starts == [[58745, 58586, 59260, 22805], [10278, 55380, 6291, 15697]]
     x, y = data.eval_batches(data.Batches(tokens % 256, 'bert', meta, data.EVAL_SEED), 1, 2, 32)[0]
     assert torch.nonzero(y != -100).tolist() == [[0, 4], [0, 19], [0, 23], [0, 27], [1, 5], [1, 15], [1, 31]]
@@ -1910,8 +1910,8 @@ def test_bad_schedules(capsys, corpus, tmp_path):
           'gpt')
     fails(capsys, base + ['--method', 'scratch', '--stages', '2,4', '--stage_at', '0.5'], '--method scratch')
     fails(capsys, base + ['--method', 'onelayer', '--stages', '0,4'], '--stages 0,4', '--depth_op fresh')
-    fails(capsys, base + ['--method', 'apollo', '--stages', '0,1,2,4', '--depth_op', 'fresh'], '--stages 0,1,2,4',
-          'start from 1')
+    fails(capsys, base + ['--method', 'apollo', '--stages', '0,1,2,4', '--depth_op', 'fresh'],
+          '--stages 0,1,2,4', 'start from 1')
     fails(capsys, base + ['--decay_frac', '0.3'], '--decay_frac', '--decay wsd')
     fails(capsys, base + ['--decay', 'wsd', '--decay_frac', '0'], '--decay_frac', '(0, 1]')
     fails(capsys, base + ['--method', 'stack', '--max_steps', '3', '--stage_at', '0.1,0.9'], 'step 3',
