@@ -604,7 +604,7 @@ def make_budget(args, cfg, stages, step_tokens):
     head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
     step_flops = []
     for st in stages:
-        depth = sum(d * p for d, p in stage_depths(args, cfg, st).items())
+        depth = mean_depth(stage_depths(args, cfg, st))
         shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
         queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
         step_flops.append(flops_per_step(shape, depth, step_tokens, st['seq'], head, st['pool'], queries))
@@ -619,6 +619,11 @@ def stage_depths(args, cfg, stage):
     if stage['path']:
         return {stage['path']: 1.0}
     return depth_probabilities(stage['n_blocks'], cfg.n_layer, sampling or 'none')
+
+
+def mean_depth(depths):
+    """The mean of a {depth: probability} distribution (`stage_depths`)."""
+    return sum(d * p for d, p in depths.items())
 
 
 # ----------------------------------------------------------------------------- --plan
@@ -645,7 +650,7 @@ def plan(args, cfg):
             lines.append(f"  {growth_words(stages[i - 1], st, op)}; lr {lr:.2e}")
         steps = flops / budget.step_flops[i]
         depths = stage_depths(args, cfg, st)
-        mean = sum(d * p for d, p in depths.items())
+        mean = mean_depth(depths)
         lines.append(f"stage {i + 1}/{len(stages)}: clock {st['start']:g}-{end:g}, {steps:,.0f} steps, "
                      f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "
                      f"blocks {st['n_blocks']}, "
@@ -689,7 +694,7 @@ def layer_words(args, cfg, stage):
 
 def plan_series(args, cfg, stages, budget):
     """(share of scratch's FLOPs, mean executed depth, learning rate) at each step of the clock."""
-    means = [sum(d * p for d, p in stage_depths(args, cfg, st).items()) for st in stages]
+    means = [mean_depth(stage_depths(args, cfg, st)) for st in stages]
     series, flops = [], 0.0
     for position in range(budget.steps + 1):
         i = stage_of(position, stages)
