@@ -8,14 +8,13 @@ Train a Transformer from scratch or progressively (growing it) and account for e
 Read top-down: `train` is the loop (evaluate and checkpoint when due, grow at a stage boundary, one
 optimizer step, log); the helpers it calls follow in the order it calls them, then checkpoints and the
 command line. The flags, each method's stages and the LR schedule are in flags.py; the models and growth
-operators in model.py; the device, the processes and the stop signals in runtime.py.
+operators in model.py; the device, the processes, the log file (and wandb) and the stop signals in
+runtime.py.
 """
 import argparse
 import copy
-import json
 import math
 import os
-import secrets
 import signal
 import sys
 from contextlib import nullcontext
@@ -30,11 +29,11 @@ import flags
 from data import InputError
 from flags import (depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
                    schedule, shared_lr_scales, stage_of)
-from model import (Config, Transformer, deepen, draw_depth, growth_map, load_optimizer, make_optimizer,
-                   micro_batch_flops, num_params, random_path, tile, widen)
-from runtime import (Diverged, Interrupted, RunStopped, Runtime, StopRequest, Stopwatch, check_memory,
-                     compiled_graphs, leave_process_group, not_finite, out_of_memory, peak_flops, pick_device,
-                     rng_states, set_rng_states, start_runtime)
+from model import (Config, Transformer, carry_moments, deepen, draw_depth, growth_map, load_optimizer,
+                   make_optimizer, micro_batch_flops, num_params, random_path, widen)
+from runtime import (Diverged, Interrupted, Log, RunStopped, Runtime, StopRequest, Stopwatch, check_memory,
+                     compiled_graphs, duration, human, leave_process_group, not_finite, out_of_memory,
+                     peak_flops, pick_device, rng_states, set_rng_states, start_runtime, start_wandb)
 
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
@@ -384,25 +383,16 @@ def grow(model, optimizer, stage, op, args):
     index (slots: what Apollo's official code does, copying weights inside one model under one optimizer; a
     new index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of
     each new block, None when depth did not grow)."""
-    moments = {}  # parameter name -> its AdamW state
-    if args.opt_state in ('copy', 'slots'):
-        moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
     grown, src, tiles = model, None, {}
     if stage['n_blocks'] > len(model.blocks):
         grown, src = deepen(grown, stage['n_blocks'], op, args.depth_noise or 0.0)
     if (stage['n_embd'], stage['d_ff']) != (grown.cfg.n_embd, grown.cfg.d_ff):
         grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
-    # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
-    sources = growth_map(grown, src if args.opt_state == 'copy' else None, tiles)
     new_optimizer = optimizer_of(grown, args)
-    for n, p in grown.named_parameters():
-        old, ops = sources[n]
-        if old in moments:
-            s = moments[old]
-            # (the fused kernel reads the step count on the parameter's device)
-            new_optimizer.state[p] = dict(s, step=s['step'].to(p.device, torch.float32, copy=True),
-                                          exp_avg=tile(s['exp_avg'], ops).clone(),
-                                          exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
+    if args.opt_state != 'reset':
+        # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
+        sources = growth_map(grown, src if args.opt_state == 'copy' else None, tiles)
+        carry_moments((model, optimizer), (grown, new_optimizer), sources)
     return grown, new_optimizer, src
 
 
@@ -510,73 +500,6 @@ def stage_summary(run):
         run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean "
                    f"depth {mean:.2f} over {steps} steps, histogram {histogram}")
     progress.depths = {}
-
-
-class Log:
-    """JSON lines in out_dir/log.jsonl, one record per log step and per evaluation, for plotting.
-    On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone).
-    With --wandb each record also goes to the Weights & Biases run (`start_wandb`), its numbers under
-    "<type>/<name>" at the run's FLOPs so far: the x-axis on which growth methods and scratch line up."""
-
-    def __init__(self, path, resume_step=None, enabled=True):
-        self.path, self.enabled, self.wandb, self.flops = path, enabled, None, 0.0
-        if not enabled:  # DDP: rank 0 alone writes
-            return
-        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        records = []
-        if resume_step is not None and os.path.isfile(path):
-            with open(path) as f:
-                lines = f.read().split('\n')
-            # a kill during a write can leave a partial last line: it is after the checkpoint, so dropped
-            # anyway
-            records = [r for r in map(json.loads, lines[:-1]) if r['step'] < resume_step or
-                       (r['step'] == resume_step and r['type'] == 'train')]
-        with open(path + '.tmp', 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in records)
-        os.replace(path + '.tmp', path)
-
-    def write(self, **record):
-        if self.enabled:
-            with open(self.path, 'a') as f:
-                f.write(json.dumps(record) + '\n')
-        if self.wandb:  # (a skip or stage record has no FLOPs of its own: the last ones logged)
-            self.flops = record.get('flops', self.flops)
-            numbers = {f"{record['type']}/{k}": v for k, v in record.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'flops'}
-            self.wandb.log({'flops': self.flops, **numbers})
-        return record
-
-
-def start_wandb(args):
-    """--wandb: the Weights & Biases run of this one, with the flags as its config and the FLOPs clock as the
-    x-axis of every chart (a growth's record is a point on its charts); --compare groups its runs. Its id is
-    kept in out_dir/wandb_id, so a resumed run continues the same wandb run."""
-    import wandb  # (optional; flags.check refused --wandb without it)
-    path = os.path.join(args.out_dir, 'wandb_id')
-    if not (args.resume and os.path.isfile(path)):
-        with open(path, 'w') as f:
-            f.write(secrets.token_hex(4))
-    with open(path) as f:
-        run_id = f.read().strip()
-    run = wandb.init(project=args.wandb, name=args.wandb_run or f"{args.method}-{args.model}-seed{args.seed}",
-                     group=args.wandb_group, config=vars(args), id=run_id, resume='allow', dir=args.out_dir)
-    run.define_metric('flops')
-    run.define_metric('*', step_metric='flops')
-    return run
-
-
-def human(n):
-    for unit in ('', 'k', 'M', 'G', 'T'):
-        if abs(n) < 1000:
-            return f"{n:.1f}{unit}" if unit else f"{n:.0f}"
-        n /= 1000
-    return f"{n:.1f}P"
-
-
-def duration(s):
-    if s >= 3600:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -519,6 +519,22 @@ def growth_map(grown, src=None, tiles=None):
     return sources
 
 
+def carry_moments(old, new, sources):
+    """AdamW's moments through a growth: each parameter of the `new` (model, optimizer) takes the state of its
+    source in the `old` pair (`growth_map`), tiled like the weight: exp_avg / n and exp_avg_sq / n^2 for a
+    weight split n ways (`tile`); the step count kept. A parameter with no source starts with none."""
+    (model, optimizer), (grown, new_optimizer) = old, new
+    moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
+    for n, p in grown.named_parameters():
+        source, ops = sources[n]
+        if source in moments:
+            s = moments[source]
+            # (the fused kernel reads the step count on the parameter's device)
+            new_optimizer.state[p] = dict(s, step=s['step'].to(p.device, torch.float32, copy=True),
+                                          exp_avg=tile(s['exp_avg'], ops).clone(),
+                                          exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
+
+
 # an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
 IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
 

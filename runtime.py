@@ -1,9 +1,12 @@
 """
 Where a run executes: the device and its autocast dtype, torchrun's processes (DDP), the memory a micro-batch
-needs, and the signals that ask a run to stop. grow.py holds the training; this file holds the machine under
-it, so that the loop reads as nanoGPT's and bench.py can time a step on the same runtime without the loop.
+needs, where its records go (log.jsonl, and Weights & Biases with --wandb), and the signals that ask a run to
+stop. grow.py holds the training and decides what to log; this file holds the machine under it, so that the
+loop reads as nanoGPT's and bench.py can time a step on the same runtime without the loop.
 """
+import json
 import os
+import secrets
 import signal
 import threading
 import time
@@ -221,6 +224,75 @@ def set_rng_states(ckpt, rt):
     torch.set_rng_state(states['torch_rng'])
     if rt.device == 'cuda' and states.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
         torch.cuda.set_rng_state(states['cuda_rng'])
+
+
+# ----------------------------------------------------------------------------- the run's log
+
+class Log:
+    """JSON lines in out_dir/log.jsonl, one record per log step and per evaluation, for plotting.
+    On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone).
+    With --wandb each record also goes to the Weights & Biases run (`start_wandb`), its numbers under
+    "<type>/<name>" at the run's FLOPs so far: the x-axis on which growth methods and scratch line up."""
+
+    def __init__(self, path, resume_step=None, enabled=True):
+        self.path, self.enabled, self.wandb, self.flops = path, enabled, None, 0.0
+        if not enabled:  # DDP: rank 0 alone writes
+            return
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+        records = []
+        if resume_step is not None and os.path.isfile(path):
+            with open(path) as f:
+                lines = f.read().split('\n')
+            # a kill during a write can leave a partial last line: it is after the checkpoint, so dropped
+            # anyway
+            records = [r for r in map(json.loads, lines[:-1]) if r['step'] < resume_step or
+                       (r['step'] == resume_step and r['type'] == 'train')]
+        with open(path + '.tmp', 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in records)
+        os.replace(path + '.tmp', path)
+
+    def write(self, **record):
+        if self.enabled:
+            with open(self.path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+        if self.wandb:  # (a skip or stage record has no FLOPs of its own: the last ones logged)
+            self.flops = record.get('flops', self.flops)
+            numbers = {f"{record['type']}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'flops'}
+            self.wandb.log({'flops': self.flops, **numbers})
+        return record
+
+
+def start_wandb(args):
+    """--wandb: the Weights & Biases run of this one, with the flags as its config and the FLOPs clock as the
+    x-axis of every chart (a growth's record is a point on its charts); --compare groups its runs. Its id is
+    kept in out_dir/wandb_id, so a resumed run continues the same wandb run."""
+    import wandb  # (optional; flags.check refused --wandb without it)
+    path = os.path.join(args.out_dir, 'wandb_id')
+    if not (args.resume and os.path.isfile(path)):
+        with open(path, 'w') as f:
+            f.write(secrets.token_hex(4))
+    with open(path) as f:
+        run_id = f.read().strip()
+    run = wandb.init(project=args.wandb, name=args.wandb_run or f"{args.method}-{args.model}-seed{args.seed}",
+                     group=args.wandb_group, config=vars(args), id=run_id, resume='allow', dir=args.out_dir)
+    run.define_metric('flops')
+    run.define_metric('*', step_metric='flops')
+    return run
+
+
+def human(n):
+    for unit in ('', 'k', 'M', 'G', 'T'):
+        if abs(n) < 1000:
+            return f"{n:.1f}{unit}" if unit else f"{n:.0f}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def duration(s):
+    if s >= 3600:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
 # ----------------------------------------------------------------------------- stopping a run
