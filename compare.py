@@ -448,7 +448,7 @@ def method_args(args, m, seed):
     less what does not apply to m."""
     sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
                                 'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
-    if args.wandb:  # one group per comparison, one run per method and seed (named by `grow.start_wandb`)
+    if args.wandb:  # one group per comparison, one run per method and seed (named by `runtime.start_wandb`)
         sub.wandb_run = None
         sub.wandb_group = args.wandb_group or os.path.basename(os.path.abspath(args.out_dir))
     if m == BASELINE:  # flags that shape growth do not apply to the baseline, and its run is the same under

@@ -15,6 +15,7 @@ import torch
 
 import data
 import grow
+import sample
 from data import InputError
 from flags import evaluation_depth
 from model import to_hf
@@ -38,7 +39,7 @@ def export_hf(args):
         raise InputError("--export_hf exports the checkpoint of --out_dir: add --resume")
     if os.path.isdir(args.export_hf) and os.listdir(args.export_hf) and not args.force:
         raise InputError(f"--export_hf {args.export_hf} is not empty; add --force to replace it")
-    model, ckpt = grow.checkpoint_model(args)
+    model, ckpt = sample.checkpoint_model(args)
     at = evaluation_depth(args, model.cfg)  # Apollo's shared blocks are written out at depth L
     depth, layer_map = at['depth'], at['layer_map']
     meta = ckpt.get('meta') or data.load(args.data)[0]  # (checkpoints of earlier versions lack it)

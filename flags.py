@@ -16,7 +16,8 @@ import numpy as np
 
 import data
 from data import InputError
-from model import SIZES, config_for, depth_probabilities, depth_source, flops_per_step, map_layers
+from model import (SIZES, config_for, depth_probabilities, depth_source, draw_depth, flops_per_step, map_layers,
+                   random_path)
 
 
 def midas_stages(L):
@@ -464,6 +465,21 @@ def dim_fractions(args, cfg, n_blocks):
 def depth_sampling(args):
     """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods."""
     return args.sampling or METHODS[args.method].defaults.get('sampling'), args.layer_map or 'interpolate'
+
+
+def draw_step(args, stage, model, rng):
+    """What the method draws for one step (`Method.draws`): the depth each micro-batch runs, and the layer map
+    that runs it. Apollo draws one depth per step (every micro-batch and process run it), or one per
+    micro-batch with --sample_per micro (the official code's granularity); RaPTr draws one random path of the
+    stage's length per step (`random_path`); the others run their k blocks."""
+    k, (sampling, layer_map) = len(model.blocks), depth_sampling(args)
+    if stage['path']:
+        path = random_path(k, stage['path'], rng)
+        return [len(path)], path
+    if not sampling:
+        return [k], layer_map
+    draws = args.grad_accum if args.sample_per == 'micro' else 1
+    return [draw_depth(k, model.cfg.n_layer, sampling, rng) for _ in range(draws)], layer_map
 
 
 def stage_lines(args, stages, depth_op):

@@ -27,13 +27,14 @@ import torch.distributed as dist
 import data
 import flags
 from data import InputError
-from flags import (depth_sampling, evaluation_depth, lr_at, make_budget, model_config,
-                   schedule, shared_lr_scales, stage_of)
-from model import (Config, Transformer, carry_moments, deepen, draw_depth, growth_map, load_optimizer,
-                   make_optimizer, micro_batch_flops, num_params, random_path, widen)
+from flags import (draw_step, evaluation_depth, lr_at, make_budget, model_config, schedule, shared_lr_scales,
+                   stage_of)
+from model import (Config, Transformer, carry_moments, deepen, growth_map, load_optimizer, make_optimizer,
+                   micro_batch_flops, num_params, widen)
 from runtime import (Diverged, Interrupted, Log, RunStopped, Runtime, StopRequest, Stopwatch, check_memory,
-                     compiled_graphs, duration, human, leave_process_group, not_finite, out_of_memory,
-                     peak_flops, pick_device, rng_states, set_rng_states, start_runtime, start_wandb)
+                     compile_blocks, compiled_graphs, duration, human, leave_process_group, not_finite,
+                     out_of_memory, peak_flops, pick_device, rng_states, set_rng_states, start_runtime,
+                     start_wandb)
 
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
@@ -64,7 +65,7 @@ def train(args, request=None):
             model, optimizer = grow_at_boundary(run, i)
             net = rt.wrap(model)
         stage, lr = run.stages[i], lr_at(pos, args, run.budget.starts)
-        depths, layers = draw_depths(run, stage)  # Apollo: sampled depths; RaPTr: a random path
+        depths, layers = draw_step(args, stage, model, run.sampler)  # Apollo: depths; RaPTr: a path
         scales = shared_lr_scales(len(model.blocks), depths, layers, args.shared_lr)
         for group in optimizer.param_groups:
             group['lr'] = lr * scales.get(group.get('block'), 1.0)
@@ -150,9 +151,8 @@ def start(args):
     if args.compile:
         compile_blocks(run.model, stages[run.progress.stage_index], evals[0], rt)
     resumed_at = run.progress.step if args.resume else None
-    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master)
-    if args.wandb and rt.master:
-        run.log.wandb = start_wandb(args)
+    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
+                  wandb=start_wandb(args) if args.wandb and rt.master else None)
     describe(run)
     run.watch, run.window = Stopwatch(rt.device), Window.at(run.progress)
     return run
@@ -267,20 +267,6 @@ def start_or_resume(run):
 def optimizer_of(model, args):
     """The run's AdamW for `model` (`make_optimizer`); with Apollo's --shared_lr a group per weight block."""
     return make_optimizer(model, args.lr, args.weight_decay, per_block=args.shared_lr not in (None, 'none'))
-
-
-def compile_blocks(model, stage, probe, rt):
-    """--compile, block by block: every block has the same shapes, so one graph serves all of them at any
-    depth Apollo samples; a growth compiles the new blocks. GPT's head and loss too (`LMLoss`: the logits of a
-    large vocabulary are most of a shallow stage's step). Then one forward and backward at the stage's
-    training shape, before its clock starts, so that its first step compiles nothing (the log counts the
-    graphs). The batch is the probe's tokens laid out as the stage's (batch, seq); the random state is put
-    back."""
-    for module in [*model.blocks] + [model.lm_loss] * hasattr(model, 'lm_loss'):
-        module.compile()
-    x, y = (t.reshape(stage['batch'], stage['seq']) for t in probe)
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if rt.device == 'cuda' else []):
-        loss_and_grad_norm(model, (x, y), rt, pool=stage['pool'])
 
 
 def describe(run):
@@ -407,21 +393,6 @@ def loss_and_grad_norm(model, batch, rt, **depth):
     return loss.item(), norm.item()
 
 
-def draw_depths(run, stage):
-    """The depth each micro-batch of a step runs, and the layer map that runs it. Apollo draws one depth per
-    step (every micro-batch and process run it), or one per micro-batch with --sample_per micro (the official
-    code's granularity); RaPTr draws one random path of the stage's length per step (`random_path`); the
-    others run their k blocks."""
-    k, (sampling, layer_map) = len(run.model.blocks), depth_sampling(run.args)
-    if stage['path']:
-        path = random_path(k, stage['path'], run.sampler)
-        return [len(path)], path
-    if not sampling:
-        return [k], layer_map
-    draws = run.args.grad_accum if run.args.sample_per == 'micro' else 1
-    return [draw_depth(k, run.cfg.n_layer, sampling, run.sampler) for _ in range(draws)], layer_map
-
-
 def log_train(run):
     """The train record of log.jsonl and the log line, after the window's skips (`settle`); the rates are over
     the steps since the last line, and the ETA is the FLOPs still to spend at the FLOPs per second of the
@@ -454,29 +425,24 @@ def settle(run):
     """Read the losses and skip flags of the window's steps not read yet (this waits for the device): each
     step that was not applied gets its `skip` record and line, and --max_skips of them in a row stop the run
     (Diverged). Returns the last step's loss."""
-    window, progress = run.window, run.progress
+    window, progress, args = run.window, run.progress, run.args
     if window.read == len(window.bad):
         return window.losses[-1].item() if window.losses else None
     losses = torch.stack(window.losses[window.read:]).tolist()
     flags = torch.stack(window.bad[window.read:]).tolist()
-    for n, (loss, bad) in enumerate(zip(losses, flags), start=window.step + window.read + 1):
-        progress.skips = progress.skips + 1 if bad else 0
-        if bad:
-            skipped_step(run, n, loss, window.lrs[n - window.step - 1])
+    for step, (loss, bad) in enumerate(zip(losses, flags), start=window.step + window.read + 1):
+        progress.skips, lr = progress.skips + 1 if bad else 0, window.lrs[step - window.step - 1]
+        if not bad:
+            continue
+        run.log.write(type='skip', step=step, loss=loss, lr=lr, stage=progress.stage_index + 1,
+                      skips=progress.skips)
+        run.rt.say(f"step {step}: loss {loss:.4g} or its gradient norm is not finite; the step was not "
+                   f"applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
+        if progress.skips >= args.max_skips:
+            raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last "
+                           f"at step {step}" + stuck_at(run, lr))
     window.read = len(window.bad)
     return losses[-1]
-
-
-def skipped_step(run, step, loss, lr):
-    """A step that was not applied: a `skip` record and line; too many in a row stop the run (Diverged)."""
-    args, progress = run.args, run.progress
-    run.log.write(type='skip', step=step, loss=loss, lr=lr, stage=progress.stage_index + 1,
-                  skips=progress.skips)
-    run.rt.say(f"step {step}: loss {loss:.4g} or its gradient norm is not finite; the step was not applied "
-               f"({progress.skips} in a row, at most --max_skips {args.max_skips})")
-    if progress.skips >= args.max_skips:
-        raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last at "
-                       f"step {step}" + stuck_at(run, lr))
 
 
 def stuck_at(run, lr=None):
@@ -544,14 +510,6 @@ def save_checkpoint(run, **extra):
     if os.path.exists(path):
         os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
     os.replace(path + '.tmp', path)
-
-
-def checkpoint_model(args):
-    """The model of out_dir's checkpoint (in eval mode), and the checkpoint."""
-    ckpt, _ = read_checkpoint(args.out_dir)
-    model = Transformer(Config(**ckpt['config']))
-    model.load_state_dict(ckpt['model'])
-    return model.eval(), ckpt
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -197,6 +197,23 @@ def synchronize(device):
         getattr(torch, device).synchronize()
 
 
+def compile_blocks(model, stage, probe, rt):
+    """--compile, block by block: every block has the same shapes, so one graph serves all of them at any
+    depth Apollo samples; a growth compiles the new blocks. GPT's head and loss too (`LMLoss`: the logits of a
+    large vocabulary are most of a shallow stage's step). Then one forward and backward at the stage's
+    training shape, before its clock starts, so that its first step compiles nothing (the log counts the
+    graphs). The batch is the probe's tokens laid out as the stage's (batch, seq); the random state is put
+    back and no gradient is left."""
+    for module in [*model.blocks] + [model.lm_loss] * hasattr(model, 'lm_loss'):
+        module.compile()
+    x, y = (t.reshape(stage['batch'], stage['seq']).to(rt.device) for t in probe)
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if rt.device == 'cuda' else []):
+        with rt.autocast():
+            loss = model(x, y, pool=stage['pool'])[1]
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
 def compiled_graphs(args):
     return torch._dynamo.utils.counters['stats']['unique_graphs'] if args.compile else None
 
@@ -234,8 +251,8 @@ class Log:
     With --wandb each record also goes to the Weights & Biases run (`start_wandb`), its numbers under
     "<type>/<name>" at the run's FLOPs so far: the x-axis on which growth methods and scratch line up."""
 
-    def __init__(self, path, resume_step=None, enabled=True):
-        self.path, self.enabled, self.wandb, self.flops = path, enabled, None, 0.0
+    def __init__(self, path, resume_step=None, enabled=True, wandb=None):
+        self.path, self.enabled, self.wandb, self.flops = path, enabled, wandb, 0.0
         if not enabled:  # DDP: rank 0 alone writes
             return
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -268,6 +285,7 @@ def start_wandb(args):
     x-axis of every chart (a growth's record is a point on its charts); --compare groups its runs. Its id is
     kept in out_dir/wandb_id, so a resumed run continues the same wandb run."""
     import wandb  # (optional; flags.check refused --wandb without it)
+    os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, 'wandb_id')
     if not (args.resume and os.path.isfile(path)):
         with open(path, 'w') as f:

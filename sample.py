@@ -18,6 +18,7 @@ import grow
 import runtime
 from data import InputError
 from flags import evaluation_depth
+from model import Config, Transformer
 
 
 def main(argv=None):
@@ -34,9 +35,17 @@ def main(argv=None):
 
 def sample_checkpoint(args):
     """--resume --sample: what the checkpoint of out_dir learned, at the evaluation depth; trains nothing."""
-    model, ckpt = grow.checkpoint_model(args)
+    model, ckpt = checkpoint_model(args)
     val_tokens = None if args.prompt or model.cfg.kind == 'gpt' else data.load(args.data)[2]
     return show_sample(model.to(runtime.pick_device(args)), ckpt['meta'], args, val_tokens)
+
+
+def checkpoint_model(args):
+    """The model of out_dir's checkpoint (in eval mode), and the checkpoint (export.py reads it here too)."""
+    ckpt, _ = grow.read_checkpoint(args.out_dir)
+    model = Transformer(Config(**ckpt['config']))
+    model.load_state_dict(ckpt['model'])
+    return model.eval(), ckpt
 
 
 @torch.no_grad()
