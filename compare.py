@@ -108,13 +108,14 @@ def against_scratch(method, seed, run, scratch):
     f, t = first_crossing(*curve(run, 'flops'), target), first_crossing(*curve(run, 'time'), target)
     f_s = first_crossing(*curve(scratch, 'flops'), target)
     t_s = first_crossing(*curve(scratch, 'time'), target)
-    steps = sum(st['steps'] for st in run['stages'])
+    # (stage records count micro-batches; logs written before 2026-12-02 call them steps)
+    weights = [st.get('micro_batches', st.get('steps')) for st in run['stages']]
     row = dict(method=method, seed=seed, final_val_loss=run['evals'][-1]['val_loss'], target_loss=target,
                diff_to_scratch=run['evals'][-1]['val_loss'] - target, flops_total=run['evals'][-1]['flops'],
                flops_to_target=f, time_to_target=t, flops_saved=None if f is None else 1 - f / f_s,
                time_saved=None if t is None or not t_s else 1 - t / t_s,
-               mean_depth=sum(st['mean_depth'] * st['steps'] for st in run['stages']) / steps if steps
-               else None)
+               mean_depth=sum(st['mean_depth'] * n for st, n in zip(run['stages'], weights)) / sum(weights)
+               if sum(weights) else None)
     for q in QUARTERS:  # equal-compute checkpoints: the loss at a share of scratch's FLOPs
         row[f'loss_at_{q}pct'] = loss_at(*curve(run, 'flops'), q / 100 * scratch['evals'][-1]['flops'])
     return row

@@ -16,8 +16,8 @@ import numpy as np
 
 import data
 from data import InputError
-from model import (SIZES, config_for, depth_probabilities, depth_source, draw_depth, flops_per_step, map_layers,
-                   random_path)
+from model import (SIZES, config_for, depth_probabilities, depth_source, draw_depth, flops_per_step,
+                   map_layers, random_path)
 
 
 def midas_stages(L):
@@ -467,6 +467,16 @@ def depth_sampling(args):
     return args.sampling or METHODS[args.method].defaults.get('sampling'), args.layer_map or 'interpolate'
 
 
+# what a growth changes: stage key -> its name in the growth's record (old_<name>, new_<name>) and line
+GROWN = {'n_blocks': 'blocks', 'path': 'path', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq',
+         'pool': 'pool'}
+
+
+def changes(old, new):
+    """What a growth from stage `old` to stage `new` changes, in words ('blocks 3 -> 6')."""
+    return [f"{name} {old[key]} -> {new[key]}" for key, name in GROWN.items() if old[key] != new[key]]
+
+
 def draw_step(args, stage, model, rng):
     """What the method draws for one step (`Method.draws`): the depth each micro-batch runs, and the layer map
     that runs it. Apollo draws one depth per step (every micro-batch and process run it), or one per
@@ -687,9 +697,7 @@ def lr_words(args):
 
 def growth_words(old, new, op):
     """A growth between two stages: what changes, and where each new block comes from."""
-    changes = [f"{name} {old[key]} -> {new[key]}" for key, name in (('n_blocks', 'blocks'), ('path', 'path'),
-               ('n_embd', 'n_embd'), ('d_ff', 'd_ff'), ('seq', 'T')) if old[key] != new[key]]
-    words = f"growth at clock {new['start']:g}: " + ', '.join(changes)
+    words = f"growth at clock {new['start']:g}: " + ', '.join(changes(old, new))
     if new['n_blocks'] > old['n_blocks']:
         src = depth_source(old['n_blocks'], new['n_blocks'], op)
         words += f" by {op} (new block <- old: {','.join('new' if j is None else str(j) for j in src)})"

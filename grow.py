@@ -27,8 +27,8 @@ import torch.distributed as dist
 import data
 import flags
 from data import InputError
-from flags import (draw_step, evaluation_depth, lr_at, make_budget, model_config, schedule, shared_lr_scales,
-                   stage_of)
+from flags import (GROWN, changes, draw_step, evaluation_depth, lr_at, make_budget, model_config, schedule,
+                   shared_lr_scales, stage_of)
 from model import (Config, Transformer, carry_moments, deepen, growth_map, load_optimizer, make_optimizer,
                    micro_batch_flops, num_params, widen)
 from runtime import (Diverged, Interrupted, Log, RunStopped, Runtime, StopRequest, Stopwatch, check_memory,
@@ -38,9 +38,6 @@ from runtime import (Diverged, Interrupted, Log, RunStopped, Runtime, StopReques
 
 # what a checkpoint must hold for --resume, --sample and --export_hf
 CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
-# what a growth record holds before and after (old_<name>, new_<name>): stage key -> name
-GROWN = {'n_blocks': 'blocks', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq', 'pool': 'pool',
-         'path': 'path'}
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -352,10 +349,8 @@ def grow_at_boundary(run, i):
         record['old_' + name], record['new_' + name] = old[key], new[key]
     run.log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops,
                   time=progress.train_time, graphs=compiled_graphs(args), **record)
-    changes = ', '.join(f"{k} {record['old_' + k]} -> {record['new_' + k]}" for k in GROWN.values()
-                        if record['old_' + k] != record['new_' + k])
-    rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {changes} | loss "
-           f"{loss_before:.4f} -> {loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
+    rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {', '.join(changes(old, new))} | "
+           f"loss {loss_before:.4f} -> {loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
     progress.stage_index = i
     run.watch.restart()
     return run.model, run.optimizer
@@ -439,8 +434,8 @@ def settle(run):
         run.rt.say(f"step {step}: loss {loss:.4g} or its gradient norm is not finite; the step was not "
                    f"applied ({progress.skips} in a row, at most --max_skips {args.max_skips})")
         if progress.skips >= args.max_skips:
-            raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the last "
-                           f"at step {step}" + stuck_at(run, lr))
+            raise Diverged(f"{progress.skips} steps in a row had a non-finite loss or gradient norm, the "
+                           f"last at step {step}" + stuck_at(run, lr))
     window.read = len(window.bad)
     return losses[-1]
 
@@ -454,17 +449,18 @@ def stuck_at(run, lr=None):
 
 
 def stage_summary(run):
-    """One record per finished stage: how often each depth ran and the mean executed depth."""
+    """One record per finished stage: how often each depth ran (in micro-batches: Apollo may draw one per
+    micro-batch) and the mean executed depth."""
     progress = run.progress
     hist = {int(d): n for d, n in sorted(progress.depths.items(), key=lambda kv: int(kv[0]))}
-    steps = sum(hist.values())
-    if steps:
-        mean = sum(d * n for d, n in hist.items()) / steps
-        run.log.write(type='stage', step=progress.step, stage=progress.stage_index + 1, steps=steps,
-                      depth_hist=hist, mean_depth=mean)
+    micro_batches = sum(hist.values())
+    if micro_batches:
+        mean = sum(d * n for d, n in hist.items()) / micro_batches
+        run.log.write(type='stage', step=progress.step, stage=progress.stage_index + 1,
+                      micro_batches=micro_batches, depth_hist=hist, mean_depth=mean)
         histogram = ' '.join(f'{d}:{n}' for d, n in hist.items())
         run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean "
-                   f"depth {mean:.2f} over {steps} steps, histogram {histogram}")
+                   f"depth {mean:.2f} over {micro_batches} micro-batches, histogram {histogram}")
     progress.depths = {}
 
 

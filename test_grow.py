@@ -183,7 +183,7 @@ def fake_run(folder, flops, losses, growth_at=None, tokens=1000):
             f.write(json.dumps(row) + '\n')
         if growth_at is not None:
             f.write(json.dumps(dict(type='growth', step=1, flops=growth_at, time=growth_at / 10)) + '\n')
-        f.write(json.dumps(dict(type='stage', step=len(flops), steps=10, mean_depth=3.0)) + '\n')
+        f.write(json.dumps(dict(type='stage', step=len(flops), micro_batches=10, mean_depth=3.0)) + '\n')
 
 
 def ddp_worker(rank, world, port, argv, out):
@@ -1167,11 +1167,12 @@ def test_apollo_flops_follow_the_sampled_depths(corpus, tmp_path, kind):
         head = 6 * (32 * 320 + 32 * 32) * 8 * 32 * 0.15
         assert np.all(np.abs(flops - expected) < head)
     stages = records(tmp_path, 'stage')
-    assert [s['stage'] for s in stages] == [1, 2, 3, 4] and [s['steps'] for s in stages] == [2, 2, 6, 30]
+    assert [s['stage'] for s in stages] == [1, 2, 3, 4]
+    assert [s['micro_batches'] for s in stages] == [2, 2, 6, 30]
     for s, lo in zip(stages, (0, 2, 4, 10)):
         hist = {int(d): n for d, n in s['depth_hist'].items()}
-        assert hist == dict(zip(*np.unique(depths[lo:lo + s['steps']], return_counts=True)))
-        assert s['mean_depth'] == pytest.approx(np.mean(depths[lo:lo + s['steps']]))
+        assert hist == dict(zip(*np.unique(depths[lo:lo + s['micro_batches']], return_counts=True)))
+        assert s['mean_depth'] == pytest.approx(np.mean(depths[lo:lo + s['micro_batches']]))
     assert all(e['depth'] == 8 for e in records(tmp_path, 'eval'))  # evaluation at full depth L
     growths = records(tmp_path, 'growth')
     assert all(g['loss_before'] == pytest.approx(g['loss_after'], abs=1e-5) for g in growths)
@@ -1186,7 +1187,7 @@ def test_apollo_samples_a_depth_per_micro_batch(corpus, tmp_path):
     flops = np.diff([0] + [r['flops'] for r in train])
     assert list(flops) == [sum(flops_per_step(cfg, d, 2 * 32, 32) for d in r['depths']) for r in train]
     # micro-batches per stage: 1 step of 1 block, then 2 of 4 (the 2-block stage rounds to no step), 9 of 8
-    assert [s['steps'] for s in records(tmp_path, 'stage')] == [4 * n for n in (1, 2, 9)]
+    assert [s['micro_batches'] for s in records(tmp_path, 'stage')] == [4 * n for n in (1, 2, 9)]
 
 
 def test_shared_lr_scales_the_rate_of_each_block():
@@ -1315,6 +1316,18 @@ def test_acceleration_ratio_on_synthetic_runs(tmp_path):
     assert '0/1' in text and '37.5%' in text
     written = compare.plot(runs, str(tmp_path))  # matplotlib is optional: CI has it, README's install not
     assert written is None if not HAVE_MATPLOTLIB else os.path.getsize(tmp_path / 'compare_flops.png') > 1000
+
+
+def test_mean_depth_weighs_each_stage_by_its_micro_batches(tmp_path):
+    """A run's mean executed depth weighs each stage by its micro-batches; logs written before 2026-12-02 call
+    that count steps, and still read."""
+    fake_run(tmp_path / 'scratch', [0, 100], [6, 2.0])
+    for name, key in (('now', 'micro_batches'), ('before', 'steps')):
+        fake_run(tmp_path / name, [0, 100], [6, 2.0])  # a first stage: 10 micro-batches at depth 3
+        with open(tmp_path / name / 'log.jsonl', 'a') as f:
+            f.write(json.dumps({'type': 'stage', 'step': 2, key: 30, 'mean_depth': 7.0}) + '\n')
+    rows = {r['method']: r for r in compare.report(str(tmp_path))[1]}
+    assert rows['now']['mean_depth'] == rows['before']['mean_depth'] == (10 * 3 + 30 * 7) / 40
 
 
 def test_seed_band_reaches_the_end_of_the_shortest_curve():
