@@ -1758,10 +1758,13 @@ def test_compare_groups_its_wandb_runs(corpus, tmp_path, fake_wandb):
 
 def test_wandb_offline_writes_its_run(corpus, tmp_path, monkeypatch):
     """The real package (CI installs it), offline: the run is written under out_dir/wandb with its id."""
-    pytest.importorskip('wandb', reason='wandb is optional (pip install wandb)')
+    wandb = pytest.importorskip('wandb', reason='wandb is optional (pip install wandb)')
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_SILENT', 'true')
     run(corpus, tmp_path, '--max_steps', 4, '--eval_interval', 2, '--wandb', 'nanogrow')
+    # `finish` may return before wandb's service has written the run's records to disk; the service writes
+    # them at the latest when it shuts down, which a process's exit (here: `teardown`) waits for
+    wandb.teardown()
     run_id = (tmp_path / 'wandb_id').read_text()
     written = list((tmp_path / 'wandb').glob(f'offline-run-*-{run_id}/run-{run_id}.wandb'))
     assert len(written) == 1 and written[0].stat().st_size > 1000
