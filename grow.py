@@ -91,6 +91,7 @@ def train(args, request=None):
 
         progress.add_step(depths, run.step_tokens, rt.all_sum(flops)[0] if rt.ddp else flops)
         run.window.add(depths, loss_sum / args.grad_accum, optimizer.found_inf, lr)
+        run.window.warmed(progress, run.watch)  # (the first step after a start or growth: not in the rates)
         run.ran += depths
         run.paths += [layers] if stage['path'] else []
         if progress.step % args.log_interval == 0:
@@ -151,7 +152,7 @@ def start(args):
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
                   wandb=start_wandb(args) if args.wandb and rt.master else None)
     describe(run)
-    run.watch, run.window = Stopwatch(rt.device), Window.at(run.progress)
+    run.watch, run.window = Stopwatch(rt.device), Window.at(run.progress, cold=True)
     return run
 
 
@@ -212,16 +213,36 @@ class Window:
     losses: list = field(default_factory=list)  # on the device
     bad: list = field(default_factory=list)     # on the device: 1.0 where the step was not applied
     read: int = 0                               # steps whose loss and flag `settle` has read
+    cold: tuple = None    # (time, tokens, FLOPs) after a start, resume or growth: the next step warms up
+    warmup: tuple = (0, 0.0, 0, 0.0)            # the warm-up steps' count, seconds, tokens and FLOPs
 
     @staticmethod
-    def at(progress):
-        return Window(progress.step, progress.train_time, progress.tokens, progress.flops)
+    def at(progress, cold=False):
+        counters = progress.train_time, progress.tokens, progress.flops
+        return Window(progress.step, *counters, cold=counters if cold else None)
 
     def add(self, depths, loss, bad, lr):
         self.depths += depths
         self.lrs.append(lr)
         self.losses.append(loss)
         self.bad.append(bad)
+
+    def warmed(self, progress, watch):
+        """After the first step of a start, a resume or a growth: its cost goes into `warmup`, which the
+        line's rates leave out, as nanoGPT's MFU leaves out its first steps (allocations, the optimizer's
+        first state, cuBLAS's first calls). Read on the host's clock, without waiting for the device: a
+        step's kernels still queued then are counted in the rates, never left out."""
+        if self.cold:
+            spent = (1, progress.train_time + watch.peek() - self.cold[0], progress.tokens - self.cold[1],
+                     progress.flops - self.cold[2])
+            self.warmup, self.cold = tuple(a + b for a, b in zip(self.warmup, spent)), None
+
+    def rates(self, progress):
+        """(seconds, tokens, FLOPs) of the window's steps, its warm-up left out unless it was all warm-up."""
+        spent = (progress.train_time - self.time, progress.tokens - self.tokens, progress.flops - self.flops)
+        if progress.step - self.step <= self.warmup[0]:
+            return spent
+        return tuple(a - b for a, b in zip(spent, self.warmup[1:]))
 
 
 # ----------------------------------------------------------------------------- helpers of the loop
@@ -352,6 +373,7 @@ def grow_at_boundary(run, i):
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {', '.join(changes(old, new))} | "
            f"loss {loss_before:.4f} -> {loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
     progress.stage_index = i
+    run.window.cold = progress.train_time, progress.tokens, progress.flops
     run.watch.restart()
     return run.model, run.optimizer
 
@@ -396,14 +418,14 @@ def log_train(run):
         run.window
     progress.train_time += run.watch.lap()
     loss, lr = settle(run), window.lrs[-1]
-    seconds, position = progress.train_time - window.time, budget.position(progress)
+    (seconds, tokens, flops), position = window.rates(progress), budget.position(progress)
     peak = peak_flops(rt.device)
-    mfu = (progress.flops - window.flops) / rt.world / seconds / peak if peak else None  # per device
+    mfu = flops / rt.world / seconds / peak if peak else None  # per device
     depth = window.depths[-1]
     rec = run.log.write(type='train', step=progress.step, loss=loss, lr=lr, depth=depth,
                         depths=window.depths, stage=progress.stage_index + 1,
                         seq=stages[progress.stage_index]['seq'], tokens=progress.tokens, flops=progress.flops,
-                        time=progress.train_time, tok_per_s=(progress.tokens - window.tokens) / seconds,
+                        time=progress.train_time, tok_per_s=tokens / seconds,
                         mfu=mfu, graphs=compiled_graphs(args))
     where = f"{rec['step']}/{args.max_steps}" if args.budget == 'steps' else \
         f"{rec['step']} ({100 * position / args.max_steps:.0f}% of the FLOPs)"
@@ -412,7 +434,7 @@ def log_train(run):
            f"{human(rec['tok_per_s'])} tok/s" +
            (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
            (f" | {rec['graphs']} graphs compiled" if args.compile else "") +
-           f" | eta {duration(budget.to_go(position) * seconds / max(progress.flops - window.flops, 1e-9))}")
+           f" | eta {duration(budget.to_go(position) * seconds / max(flops, 1e-9))}")
     run.window = Window.at(progress)
 
 

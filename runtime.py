@@ -190,6 +190,10 @@ class Stopwatch:
     def restart(self):
         self.mark = time.perf_counter()
 
+    def peek(self):
+        """Seconds since the mark, on the host's clock, without waiting for the device (see Window.warmed)."""
+        return time.perf_counter() - self.mark
+
 
 def synchronize(device):
     """Wait for a GPU's queued kernels (CUDA, MPS); the CPU runs each when it is called."""

@@ -1589,6 +1589,31 @@ def test_the_step_waits_for_the_device_only_when_it_logs(corpus, tmp_path, monke
         assert torch.ones(2).sum().item() == 2 and counter.calls == ['item']
 
 
+def test_the_log_rates_leave_out_the_first_step_after_a_start_a_resume_or_a_growth(corpus, tmp_path,
+                                                                                   monkeypatch):
+    """The first step after a start, a resume or a growth warms up (allocations, the optimizer's first state);
+    a log line's tok/s leaves it out, as nanoGPT's MFU does, unless it is the line's only step. On a fake
+    clock that such a step moves by 100 s and any other by 1 s, every line reads one step a second."""
+    clock, blocks, draw_step = [0.0], [None], grow.draw_step
+
+    def timed(args, stage, model, rng):
+        clock[0] += 100.0 if len(model.blocks) != blocks[0] else 1.0
+        blocks[0] = len(model.blocks)
+        return draw_step(args, stage, model, rng)
+    monkeypatch.setattr(grow, 'draw_step', timed)
+    monkeypatch.setattr(runtime.time, 'perf_counter', lambda: clock[0])
+    argv = ['--method', 'stack', '--n_layer', 4, '--max_steps', 15, '--eval_interval', 5, '--log_interval', 3]
+    run(corpus, tmp_path, *argv, '--stop_at', 7)
+    blocks[0] = None  # (a resume is a start)
+    grow.main(['--resume', '--out_dir', str(tmp_path)])
+    lines, grown = records(tmp_path, 'train'), [r['step'] for r in records(tmp_path, 'growth')]
+    step_tokens = lines[0]['tokens'] / lines[0]['step']
+    assert [r['step'] for r in lines] == [3, 6, 9, 12, 15]
+    assert [r['tok_per_s'] for r in lines] == [step_tokens] * 5
+    times = [b['time'] - a['time'] for a, b in zip(lines, lines[1:])]
+    assert grown == [2, 4] and times[0] == 102 and times[2:] == [3, 3]  # (the time column counts every second)
+
+
 def test_a_checkpoint_resumes_into_the_optimizer_built_here(corpus, tmp_path):
     """A checkpoint whose AdamW was built otherwise (not fused, foreach: a CPU run of an earlier version, or
     another device) resumes into this run's fused AdamW, whose flags win, and grows after it: the run
