@@ -121,8 +121,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def get_parser():
+    """The flags, in the groups that `--help` shows: the model, its growth, the training, the run."""
     p = Parser(description='Progressive training of GPT and BERT (nanogrow).')
-    a = p.add_argument
+    model_flags(p.add_argument_group('the model').add_argument)
+    growth_flags(p.add_argument_group('the method and how it grows').add_argument)
+    training_flags(p.add_argument_group('training: data, budget, schedule, evaluation').add_argument)
+    run_flags(p.add_argument_group('the run: device, checkpoints, samples, comparisons, export').add_argument)
+    return p
+
+
+def model_flags(a):
+    """The target model: its kind, size and architecture."""
     a('--model', default='gpt', choices=('gpt', 'bert'), help='gpt: causal LM; bert: masked LM')
     a('--size', default='auto', choices=('auto',) + tuple(SIZES), help='auto: small on CUDA, tiny on CPU')
     for name in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size', 'vocab_size'):
@@ -136,6 +145,10 @@ def get_parser():
       'default) or after it (post; the original BERT\'s, its default)')
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in '
       'training (80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
+
+
+def growth_flags(a):
+    """The method, and every choice of how it grows (the method's entry gives the defaults)."""
     a('--method', default='apollo', choices=tuple(METHODS))
     a('--stages', type=int_list, default=None, help="weight blocks per stage, e.g. 3,6,12 (default: the "
       "method's; raptr: the layers its random path runs per stage, e.g. 6,8,10,12)")
@@ -175,9 +188,12 @@ def get_parser():
       help='how a stage shorter than block_size sees its data: truncate (default: shorter windows, '
            'proportionally more of them) or pool (BERT: full windows whose embeddings are mean-pooled over '
            'neighbouring positions, the masked positions kept as queries of their own; CompoundGrow)')
+
+
+def training_flags(a):
+    """The data, the budget, the optimizer and its learning-rate schedule, evaluation."""
     a('--data', default=DEFAULT_DATA,
       help='a folder prepared by data.py (the default is prepared if missing)')
-    a('--out_dir', default='out')
     a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
     a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps "
       "steps (the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal "
@@ -200,13 +216,18 @@ def get_parser():
     a('--eval_interval', type=int, default=100)
     a('--eval_batches', type=int, default=20)
     a('--log_interval', type=int, default=10)
+    a('--seed', type=int, default=1337)
+
+
+def run_flags(a):
+    """Where and how the run executes, what it writes, and the modes that train nothing or many runs."""
+    a('--out_dir', default='out')
     a('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'),
       help='auto: cuda, else mps (Apple silicon; untested by us), else cpu')
     a('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16', 'float16'),
       help='autocast dtype; auto: bfloat16 on CUDA where the GPU has it, float16 with a GradScaler where '
            'not, float32 on CPU')
     a('--compile', action='store_true', help='torch.compile each block')
-    a('--seed', type=int, default=1337)
     a('--resume', action='store_true', help='continue from out_dir/ckpt.pt with its flags')
     a('--stop_at', type=int, default=None, help='stop after this step with a checkpoint (resume later)')
     a('--sample_tokens', type=int, default=200, help='tokens generated at the end (0: none)')
@@ -230,7 +251,6 @@ def get_parser():
     a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face '
       'model folder (GPT2LMHeadModel / BertForMaskedLM, safetensors); needs transformers')
     a('--force', action='store_true', help='--export_hf: replace a non-empty folder')
-    return p
 
 
 def int_list(text):
