@@ -293,6 +293,9 @@ def band(curves, points=200):
     # the last point is hi itself: lo + (hi - lo) can round one ulp past hi, beyond the shortest curve
     grid = [lo + (hi - lo) * i / (points - 1) for i in range(points - 1)] + [hi] if hi > lo else [lo]
     at = [[loss_at(xs, ys, x) for xs, ys in curves] for x in grid]
+    # a run still in progress can end before another seed's first evaluation (on the time axis): where the
+    # curves do not overlap, the band is over the seeds that have a loss there
+    at = [[y for y in v if y is not None] for v in at]
     return grid, [sum(v) / len(v) for v in at], [min(v) for v in at], [max(v) for v in at]
 
 

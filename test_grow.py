@@ -1339,6 +1339,9 @@ def test_seed_band_reaches_the_end_of_the_shortest_curve():
     assert low[-1] == 2.0
     assert high[-1] == pytest.approx(4.0 - 2.0 * hi / 7.0)
     assert mean[-1] == (low[-1] + high[-1]) / 2
+    # a comparison printed while a seed has only its first evaluation, a little later than the others' first
+    grid, mean, low, high = compare.band([([3e-5, 9.0], [5.0, 2.0]), ([2e-5], [5.5])])
+    assert grid == [3e-5] and mean == low == high == [5.0]
 
 
 def test_seed_statistics_on_synthetic_runs(tmp_path):
