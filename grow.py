@@ -218,8 +218,14 @@ class Window:
 
     @staticmethod
     def at(progress, cold=False):
-        counters = progress.train_time, progress.tokens, progress.flops
-        return Window(progress.step, *counters, cold=counters if cold else None)
+        window = Window(progress.step, progress.train_time, progress.tokens, progress.flops)
+        if cold:
+            window.mark_cold(progress)
+        return window
+
+    def mark_cold(self, progress):
+        """The next step warms up (after a start, a resume or a growth): `warmed` sets its cost aside."""
+        self.cold = progress.train_time, progress.tokens, progress.flops
 
     def add(self, depths, loss, bad, lr):
         self.depths += depths
@@ -373,7 +379,7 @@ def grow_at_boundary(run, i):
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {', '.join(changes(old, new))} | "
            f"loss {loss_before:.4f} -> {loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
     progress.stage_index = i
-    run.window.cold = progress.train_time, progress.tokens, progress.flops
+    run.window.mark_cold(progress)
     run.watch.restart()
     return run.model, run.optimizer
 
