@@ -173,9 +173,11 @@ class SelfAttention(nn.Module):
         hs = C // self.n_head
         if context is None:
             qkv = self.c_attn(x).view(B, T, 3, self.n_head, hs)
-            if self.rope:  # q and k rotated in one product, so that q, k and v stay views as without it
-                q, k = rotate(qkv[:, :, :2], self.cos, self.sin).permute(2, 0, 3, 1, 4)
-                v = qkv[:, :, 2].transpose(1, 2)
+            if self.rope:  # q and k rotated in one product. Split, not sliced: a split's backward is one
+                # concatenation, where two slices each zero-fill a gradient of qkv's size and then add them
+                qk, v = qkv.split((2, 1), dim=2)
+                q, k = rotate(qk, self.cos, self.sin).permute(2, 0, 3, 1, 4)
+                v = v.squeeze(2).transpose(1, 2)
             else:
                 q, k, v = qkv.permute(2, 0, 3, 1, 4)
         else:  # (pooled stages take learned positions only: flags.py refuses rope with them)
