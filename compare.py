@@ -458,7 +458,7 @@ def method_args(args, m, seed):
     if m == BASELINE:  # flags that shape growth do not apply to the baseline, and its run is the same under
         for k in GROWTH_FLAGS:  # both budgets (so one scratch run serves both protocols)
             setattr(sub, k, None)
-        sub.budget = 'steps'
+        sub.budget, sub.stage_clock = 'steps', 'steps'
     for draws, names in DRAW_FLAGS.items():  # (what another method draws per step does not apply)
         for k in names if METHODS[m].draws != draws else ():
             setattr(sub, k, None)

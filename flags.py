@@ -198,6 +198,10 @@ def training_flags(a):
     a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps "
       "steps (the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal "
       "compute)")
+    a('--stage_clock', default='steps', choices=('steps', 'flops'), help="--budget flops: where stages start and "
+      "the LR schedule runs: at fractions of the method's own steps, their number solved so that it spends "
+      "scratch's FLOPs (steps, default: the papers' schedules are fractions of their steps), or at fractions of "
+      "the FLOPs spent (flops: a cheap stage then takes more of the method's steps)")
     a('--batch_size', type=int, default=32, help='sequences per micro-batch')
     a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
     a('--lr', type=float, default=None, help='peak learning rate (default 1e-3; BERT 5e-4: a post-LN BERT of '
@@ -307,6 +311,9 @@ def check(args, typed):
     if args.decay_frac is not None and args.decay != 'wsd':
         raise InputError(f"--decay_frac is the share of --decay wsd's decay; --decay {args.decay} decays "
                          f"over the whole run: add --decay wsd or drop --decay_frac")
+    if args.stage_clock == 'flops' and args.budget != 'flops':
+        raise InputError("--stage_clock flops places stages on the FLOPs clock of --budget flops; add --budget "
+                         "flops, or drop --stage_clock")
     if args.stop_at is not None and not 0 < args.stop_at <= args.max_steps:
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
     if args.compare and int(os.environ.get('WORLD_SIZE', 1)) > 1:
@@ -380,7 +387,7 @@ def schedule(args, cfg):
     (n_blocks, n_embd, n_head, d_ff) on `batch` windows of `seq` tokens (tokens per step stay constant), each
     mean-pooled by `pool` under --length_op pool, and (RaPTr) the length of its random `path`; plus the depth
     operator of its growths."""
-    n_blocks, starts, op = depth_schedule(args, cfg)
+    n_blocks, stage_at, op = depth_schedule(args, cfg)
     fractions = dim_fractions(args, cfg, n_blocks)
     if METHODS[args.method].draws == 'path':  # RaPTr: the stages are the layers run per step, of all L blocks
         paths, n_blocks = n_blocks, [cfg.n_layer] * len(n_blocks)
@@ -391,7 +398,7 @@ def schedule(args, cfg):
         raise InputError("--length_op pool shortens the stages that --seq_stages (or --grow length) makes "
                          "short, and there are none")
     stages = []
-    for i, start in enumerate(starts):
+    for i in range(len(n_blocks)):
         seq = int(fractions['seq_stages'][i] * cfg.block_size)
         if args.batch_size * cfg.block_size % seq:
             raise InputError(f"--seq_stages: length {seq} does not divide the "
@@ -399,11 +406,40 @@ def schedule(args, cfg):
                              f"could not stay constant")
         embd, pool = fractions['embd_stages'][i], cfg.block_size // seq if pooled else 1  # (seq divides T)
         # truncate: `batch` windows of `seq` tokens; pool: full windows, each run as seq / pool positions
-        stages.append(dict(start=start, n_blocks=n_blocks[i], n_embd=int(embd * cfg.n_embd),
+        stages.append(dict(n_blocks=n_blocks[i], n_embd=int(embd * cfg.n_embd),
                            n_head=int(embd * cfg.n_head), d_ff=int(fractions['ffn_stages'][i] * cfg.d_ff),
                            seq=seq * pool, batch=args.batch_size * cfg.block_size // (seq * pool), pool=pool,
                            path=paths[i]))
-    return stages, op
+    return place(args, cfg, stages, stage_at), op
+
+
+def place(args, cfg, stages, stage_at):
+    """Each stage's `start` and `end` on the run's clock, at the fractions `stage_at` of its length: --max_steps,
+    or under --budget flops --stage_clock steps the method's own steps, solved so that the stages' expected
+    FLOPs add up to what scratch spends in --max_steps (the papers' schedules are fractions of their steps;
+    the expected FLOPs of a step of each stage are known before training)."""
+    length = args.max_steps
+    if args.budget == 'flops' and args.stage_clock == 'steps':
+        per_step = [step_flops(args, cfg, st) for st in stages]
+        target = args.max_steps * step_flops(args, cfg, None)
+        spent = lambda n: sum((e - s) * f for s, e, f in zip(*bounds(stage_at, n), per_step))  # noqa: E731
+        fractions = [0] + list(stage_at) + [1]
+        mean = sum((b - a) * f for a, b, f in zip(fractions, fractions[1:], per_step))  # the mean step's FLOPs
+        guess = round(target / mean)
+        # the boundaries are rounded to steps, which moves the total by a step or so: the closest length wins
+        length = min(range(max(1, guess - 2), guess + 3), key=lambda n: abs(spent(n) - target))
+    starts, ends = bounds(stage_at, length)
+    if starts[-1] >= length:
+        of = f"--max_steps {length}" if length == args.max_steps else f"its own {length} steps"
+        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of {of}: it would never train; use "
+                         f"earlier fractions or more --max_steps")
+    return [dict(st, start=s, end=e) for st, s, e in zip(stages, starts, ends)]
+
+
+def bounds(stage_at, length):
+    """(starts, ends) of the stages at the fractions `stage_at` of a clock of `length`, rounded to steps."""
+    starts = [0] + [round(f * length) for f in stage_at]
+    return starts, starts[1:] + [length]
 
 
 def depth_schedule(args, cfg):
@@ -443,11 +479,7 @@ def depth_schedule(args, cfg):
     if op == 'identity' and not cfg.pre_ln:
         raise InputError("--depth_op identity preserves the function of pre-LN models only; use it with "
                          "--model gpt or --norm pre")
-    starts = [0] + [round(f * args.max_steps) for f in stage_at]
-    if starts[-1] >= args.max_steps:
-        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of --max_steps "
-                         f"{args.max_steps}: it would never train; use earlier fractions or more steps")
-    return n_blocks, starts, op
+    return n_blocks, stage_at, op
 
 
 def dim_fractions(args, cfg, n_blocks):
@@ -512,15 +544,13 @@ def draw_step(args, stage, model, rng):
     return [draw_depth(k, model.cfg.n_layer, sampling, rng) for _ in range(draws)], layer_map
 
 
-def stage_lines(args, stages, depth_op):
+def stage_lines(args, stages, depth_op, budget):
     """One line per stage: where it starts on the run's clock, its model and batch, and how it grows."""
     sampling, layer_map = depth_sampling(args)
     lines = []
     for i, st in enumerate(stages):
-        where = f"step {st['start']}" if args.budget == 'steps' else \
-            f"{100 * st['start'] / args.max_steps:g}% of the FLOPs"
-        lines.append(f"stage {i + 1}/{len(stages)} from {where}: {st['n_blocks']} blocks, n_embd "
-                     f"{st['n_embd']}, d_ff {st['d_ff']}, T {st['seq']}" +
+        lines.append(f"stage {i + 1}/{len(stages)} from {budget.where(st['start'])}: {st['n_blocks']} blocks, "
+                     f"n_embd {st['n_embd']}, d_ff {st['d_ff']}, T {st['seq']}" +
                      (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "") +
                      f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
                      (f", random paths of {st['path']} layers" if st['path'] else "") +
@@ -570,29 +600,29 @@ def model_config(args, meta):
     return cfg
 
 
-def lr_at(step, args, starts=(0,)):
+def lr_at(position, args, budget, since_growth=None):
     """Linear warmup, then the decay to min_lr: cosine or linear over the rest of the run, or WSD
     (warmup-stable-decay; Hu et al. 2024, MiniCPM): the peak rate until the last --decay_frac of the run, then
-    a linear decay. Growth never restarts it. With --rewarmup N the rate is ramped up again over the N steps
-    after each growth (Staged Training). `step` is the run's clock (see `train`): a float in
-    scratch-equivalent steps under --budget flops."""
-    warmup, start, min_lr = lr_corners(args)
-    if step < warmup:
-        return args.lr * min(1.0, (step + 1) / warmup)
-    decayed = max(0.0, step - start) / max(1, args.max_steps - start)  # the share of the decay behind us
+    a linear decay. Growth never restarts it. `position` is on the run's clock (`Budget`), a float on the
+    FLOPs clock. With --rewarmup N the rate is ramped up again over the N optimizer steps after each growth
+    (Staged Training): `since_growth` counts them (None before the first growth)."""
+    warmup, start, min_lr = lr_corners(args, budget.steps)
+    if position < warmup:
+        return args.lr * min(1.0, (position + 1) / warmup)
+    decayed = max(0.0, position - start) / max(1, budget.steps - start)  # the share of the decay behind us
     shape = 0.5 * (1 + math.cos(math.pi * decayed)) if args.decay == 'cosine' else 1 - decayed
     lr = min_lr + shape * (args.lr - min_lr)
-    since_growth = step - max(s for s in starts if s <= step)
-    if args.rewarmup and starts.index(step - since_growth) > 0 and since_growth < args.rewarmup:
-        lr *= min(1.0, (since_growth + 1) / args.rewarmup)
+    if args.rewarmup and since_growth is not None and since_growth < args.rewarmup:
+        lr *= (since_growth + 1) / args.rewarmup
     return lr
 
 
-def lr_corners(args):
-    """(the warmup's steps, where the decay starts, the final rate): WSD's stable phase holds the peak from
-    the warmup's end to the decay's start; cosine and linear decay from the warmup's end."""
-    warmup = args.warmup if args.warmup is not None else args.max_steps // 20
-    start = max(warmup, args.max_steps * (1 - (args.decay_frac or 0.2))) if args.decay == 'wsd' else warmup
+def lr_corners(args, length):
+    """(the warmup's steps, where the decay starts, the final rate) on a clock of `length`: WSD's stable phase
+    holds the peak from the warmup's end to the decay's start; cosine and linear decay from the warmup's end.
+    The default warmup is 5% of the clock."""
+    warmup = args.warmup if args.warmup is not None else length // 20
+    start = max(warmup, length * (1 - (args.decay_frac or 0.2))) if args.decay == 'wsd' else warmup
     return warmup, start, args.min_lr if args.min_lr is not None else args.lr / 10
 
 
@@ -614,17 +644,24 @@ def shared_lr_scales(k, depths, layer_map, how):
 
 @dataclass
 class Budget:
-    """The run's budget and its clock, in scratch-equivalent steps: the step itself (--budget steps), or the
-    FLOPs spent in units of one step of the full target (--budget flops). Stage boundaries, the LR schedule,
-    evaluations and the end all read this clock, so under equal compute a cheap method takes more steps."""
-    steps: int            # --max_steps
-    by_flops: bool        # --budget flops
+    """The run's budget and its clock: optimizer steps (--budget steps, and --budget flops with its default
+    --stage_clock steps, where the method takes as many steps of its own as spend scratch's FLOPs), or the
+    FLOPs spent in units of one step of the full target (--stage_clock flops). Stage boundaries, the LR
+    schedule, evaluations and the end all read this clock."""
+    steps: int            # the clock's length: --max_steps, or the method's own steps (`place`)
+    by_flops: bool        # the clock reads the FLOPs spent (--stage_clock flops)
     scratch_step: float   # the FLOPs of one step of the target: scratch's step
     starts: list          # each stage's start on the clock
     step_flops: list      # the expected FLOPs of one step of each stage (Apollo: at its mean sampled depth)
 
     def position(self, progress):
         return progress.flops / self.scratch_step if self.by_flops else progress.step
+
+    def where(self, position):
+        """A point of the clock in words: 'step 120/1871' or '12% of the FLOPs'."""
+        if self.by_flops:
+            return f"{100 * position / self.steps:.3g}% of the FLOPs"
+        return f"step {position}/{self.steps}"
 
     def to_go(self, position):
         """The FLOPs still to spend: the schedule is known, so shallow stages are not taken for the pace."""
@@ -636,26 +673,33 @@ class Budget:
 
     def cost(self, progress, args):
         """What a finished run spent against a scratch run of the same budget (known without training it)."""
-        share = progress.flops / (self.steps * self.scratch_step)
+        share = progress.flops / (args.max_steps * self.scratch_step)
         spent = (f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of "
-                 f"what scratch spends in {self.steps} steps")
+                 f"what scratch spends in {args.max_steps} steps")
         if not METHODS[args.method].grows:
             return spent
         return (f"{spent}; `python grow.py --compare {BASELINE},{args.method} ...` shows whether it reached "
                 f"scratch's loss")
 
 
-def make_budget(args, cfg, stages, step_tokens):
-    """The Budget of a run: its clock and the expected FLOPs of a step of each stage (for the ETA)."""
-    head = args.mask_rate * step_tokens if cfg.kind == 'bert' else None
-    step_flops = []
-    for st in stages:
-        depth = mean_depth(stage_depths(args, cfg, st))
-        shape = replace(cfg, n_embd=st['n_embd'], n_head=st['n_head'], d_ff=st['d_ff'])
-        queries = math.ceil(args.mask_rate * st['seq']) if st['pool'] > 1 else 0
-        step_flops.append(flops_per_step(shape, depth, step_tokens, st['seq'], head, st['pool'], queries))
-    return Budget(args.max_steps, args.budget == 'flops', flops_per_step(cfg, cfg.n_layer, step_tokens,
-                  cfg.block_size, head), [st['start'] for st in stages], step_flops)
+def make_budget(args, cfg, stages, world=1):
+    """The Budget of a run (`world` processes): its clock and the expected FLOPs of a step of each stage."""
+    return Budget(stages[-1]['end'], args.budget == 'flops' and args.stage_clock == 'flops',
+                  step_flops(args, cfg, None, world), [st['start'] for st in stages],
+                  [step_flops(args, cfg, st, world) for st in stages])
+
+
+def step_flops(args, cfg, stage, world=1):
+    """The expected FLOPs of one optimizer step of `stage` (None: of scratch's target) over `world` processes:
+    at its mean executed depth (Apollo's draw), BERT's head on --mask_rate of the tokens."""
+    tokens = args.batch_size * args.grad_accum * cfg.block_size * world
+    head = args.mask_rate * tokens if cfg.kind == 'bert' else None
+    if stage is None:
+        return flops_per_step(cfg, cfg.n_layer, tokens, cfg.block_size, head)
+    depth = mean_depth(stage_depths(args, cfg, stage))
+    shape = replace(cfg, n_embd=stage['n_embd'], n_head=stage['n_head'], d_ff=stage['d_ff'])
+    queries = math.ceil(args.mask_rate * stage['seq']) if stage['pool'] > 1 else 0
+    return flops_per_step(shape, depth, tokens, stage['seq'], head, stage['pool'], queries)
 
 
 def stage_depths(args, cfg, stage):
@@ -681,23 +725,21 @@ def plan(args, cfg):
     series): the series is (share of scratch's FLOPs, mean executed depth, learning rate) at every step of
     the clock, for the picture (`compare.plot_plans`)."""
     stages, op = schedule(args, cfg)
-    step_tokens = args.batch_size * args.grad_accum * cfg.block_size
-    budget = make_budget(args, cfg, stages, step_tokens)
-    total = budget.steps * budget.scratch_step  # what scratch spends
-    ends = budget.starts[1:] + [budget.steps]
-    spent = [(end - st['start']) * (budget.scratch_step if budget.by_flops else f)
-             for st, end, f in zip(stages, ends, budget.step_flops)]
+    budget = make_budget(args, cfg, stages)
+    total = args.max_steps * budget.scratch_step  # what scratch spends
+    spent = [(st['end'] - st['start']) * (budget.scratch_step if budget.by_flops else f)
+             for st, f in zip(stages, budget.step_flops)]
     lines = [f"{args.method} ({METHODS[args.method].paper}): {cfg.kind} {args.size}, {cfg.n_layer} layers of "
-             f"n_embd {cfg.n_embd}, {args.max_steps} " + ("steps" if args.budget == 'steps' else
-             "steps' worth of scratch's FLOPs") + f" of {step_tokens:,} tokens; " + lr_words(args)]
-    for i, (st, end, flops) in enumerate(zip(stages, ends, spent)):
+             f"n_embd {cfg.n_embd}, {clock_words(args, budget)} of "
+             f"{args.batch_size * args.grad_accum * cfg.block_size:,} tokens; " + lr_words(args, budget)]
+    for i, (st, flops) in enumerate(zip(stages, spent)):
         if i:
-            lr = lr_at(st['start'], args, budget.starts)
+            lr = lr_at(st['start'], args, budget, since_growth=0)
             lines.append(f"  {growth_words(stages[i - 1], st, op)}; lr {lr:.2e}")
         steps = flops / budget.step_flops[i]
         depths = stage_depths(args, cfg, st)
         mean = mean_depth(depths)
-        lines.append(f"stage {i + 1}/{len(stages)}: clock {st['start']:g}-{end:g}, {steps:,.0f} steps, "
+        lines.append(f"stage {i + 1}/{len(stages)}: clock {st['start']:g}-{st['end']:g}, {steps:,.0f} steps, "
                      f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "
                      f"blocks {st['n_blocks']}, "
                      f"d_ff {st['d_ff']}, n_embd {st['n_embd']}, T {st['seq']}; depth " +
@@ -707,11 +749,20 @@ def plan(args, cfg):
     return lines, plan_series(args, cfg, stages, budget)
 
 
-def lr_words(args):
+def clock_words(args, budget):
+    """The run's clock in words, for the start banner and --plan."""
+    if args.budget == 'steps':
+        return f"{budget.steps} steps"
+    if budget.by_flops:
+        return f"scratch's FLOPs of {args.max_steps} steps, stages placed on the FLOPs clock"
+    return f"{budget.steps} steps of its own (scratch's FLOPs of {args.max_steps} steps)"
+
+
+def lr_words(args, budget):
     """The learning-rate schedule in words."""
-    warmup, start, min_lr = lr_corners(args)
+    warmup, start, min_lr = lr_corners(args, budget.steps)
     decay = f"held to {start:g}, then linear" if args.decay == 'wsd' else args.decay
-    return (f"lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {args.max_steps}" +
+    return (f"lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {budget.steps}" +
             (f", re-warmed over {args.rewarmup} steps after each growth" if args.rewarmup else ""))
 
 
@@ -739,10 +790,13 @@ def layer_words(args, cfg, stage):
 def plan_series(args, cfg, stages, budget):
     """(share of scratch's FLOPs, mean executed depth, learning rate) at each step of the clock."""
     means = [mean_depth(stage_depths(args, cfg, st)) for st in stages]
-    series, flops = [], 0.0
+    series, flops, total = [], 0.0, args.max_steps * budget.scratch_step
     for position in range(budget.steps + 1):
         i = stage_of(position, stages)
-        x = position / budget.steps if budget.by_flops else flops / (budget.steps * budget.scratch_step)
-        series.append((x, means[i], lr_at(min(position, budget.steps - 1), args, budget.starts)))
+        at = min(position, budget.steps - 1)
+        # (--rewarmup counts optimizer steps; a unit of the FLOPs clock is scratch's step)
+        since = (at - stages[i]['start']) * (budget.scratch_step / budget.step_flops[i] if budget.by_flops else 1)
+        x = position / budget.steps if budget.by_flops else flops / total
+        series.append((x, means[i], lr_at(at, args, budget, since if i else None)))
         flops += budget.step_flops[i]
     return series

@@ -51,7 +51,7 @@ def train(args, request=None):
     net = rt.wrap(model)  # DDP's wrapper under torchrun, the model itself otherwise
     while True:
         pos = run.budget.position(progress)  # the clock: steps, or FLOPs in steps of the target
-        done = pos >= args.max_steps - 1e-9  # (float FLOPs sums)
+        done = pos >= run.budget.steps - 1e-9  # (float FLOPs sums)
         stop = done or progress.step == args.stop_at or request.agreed(rt)
         if pos >= progress.next_eval or stop:  # evaluate, then checkpoint
             run.val_loss = evaluate_and_save(run)
@@ -61,7 +61,8 @@ def train(args, request=None):
         if i > progress.stage_index:  # where the model grows: at the first step of each new stage
             model, optimizer = grow_at_boundary(run, i)
             net = rt.wrap(model)
-        stage, lr = run.stages[i], lr_at(pos, args, run.budget.starts)
+        since_growth = progress.step - progress.grown_at if progress.stage_index else None
+        stage, lr = run.stages[i], lr_at(pos, args, run.budget, since_growth)
         depths, layers = draw_step(args, stage, model, run.sampler)  # Apollo: depths; RaPTr: a path
         scales = shared_lr_scales(len(model.blocks), depths, layers, args.shared_lr)
         for group in optimizer.param_groups:
@@ -143,7 +144,7 @@ def start(args):
     meta, _, val_tokens = corpus
     val = data.Batches(val_tokens, cfg.kind, meta, seed=data.EVAL_SEED)
     evals = data.eval_batches(val, args.eval_batches, args.batch_size, cfg.block_size)
-    run = Run(args, rt, cfg, stages, depth_op, make_budget(args, cfg, stages, step_tokens), corpus, evals,
+    run = Run(args, rt, cfg, stages, depth_op, make_budget(args, cfg, stages, rt.world), corpus, evals,
               step_tokens=step_tokens)
     start_or_resume(run)
     if args.compile:
@@ -185,6 +186,7 @@ class Progress:
     """The run's counters: what a checkpoint saves beside the weights, the optimizer and the random states."""
     step: int = 0             # optimizer steps taken
     stage_index: int = 0      # the stage being trained, an index into the schedule's stages
+    grown_at: int = 0         # the step at which the model last grew (--rewarmup counts the steps since)
     tokens: int = 0           # training tokens seen (all processes)
     flops: float = 0.0        # training FLOPs spent, at the depth executed at each step
     train_time: float = 0.0   # seconds spent training (evaluation, checkpoints and growth excluded)
@@ -299,9 +301,9 @@ def describe(run):
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
     rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd "
-           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {args.max_steps} steps of "
+           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {flags.clock_words(args, run.budget)} of "
            f"{run.step_tokens:,} tokens")
-    for line in flags.stage_lines(args, stages, depth_op) if len(stages) > 1 else []:
+    for line in flags.stage_lines(args, stages, depth_op, run.budget) if len(stages) > 1 else []:
         rt.say(line)
 
 
@@ -378,7 +380,7 @@ def grow_at_boundary(run, i):
                   time=progress.train_time, graphs=compiled_graphs(args), **record)
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {', '.join(changes(old, new))} | "
            f"loss {loss_before:.4f} -> {loss_after:.4f} | grad norm {grad_before:.3f} -> {grad_after:.3f}")
-    progress.stage_index = i
+    progress.stage_index, progress.grown_at = i, progress.step
     run.window.mark_cold(progress)
     run.watch.restart()
     return run.model, run.optimizer
@@ -387,8 +389,8 @@ def grow_at_boundary(run, i):
 def grow(model, optimizer, stage, op, args):
     """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider
     (`widen`); carry the optimizer. The AdamW moments follow the weights through the growth's one map
-    (`growth_map`: --opt_state copy: the block each new block was copied from, then the width tiling with
-    exp_avg / n and exp_avg_sq / n^2; the step count kept), start afresh (reset), or stay with their block
+    (`growth_map`: --opt_state copy: the block each new block was copied from, then the width tiling, scaled
+    to each copy's gradient; the step count kept), start afresh (reset), or stay with their block
     index (slots: what Apollo's official code does, copying weights inside one model under one optimizer; a
     new index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of
     each new block, None when depth did not grow)."""
@@ -433,9 +435,8 @@ def log_train(run):
                         seq=stages[progress.stage_index]['seq'], tokens=progress.tokens, flops=progress.flops,
                         time=progress.train_time, tok_per_s=tokens / seconds,
                         mfu=mfu, graphs=compiled_graphs(args))
-    where = f"{rec['step']}/{args.max_steps}" if args.budget == 'steps' else \
-        f"{rec['step']} ({100 * position / args.max_steps:.0f}% of the FLOPs)"
-    rt.say(f"step {where} | stage {rec['stage']}/{len(stages)} | depth {depth} | loss {rec['loss']:.4f} | "
+    where = f"step {rec['step']} ({budget.where(position)})" if budget.by_flops else budget.where(position)
+    rt.say(f"{where} | stage {rec['stage']}/{len(stages)} | depth {depth} | loss {rec['loss']:.4f} | "
            f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
            f"{human(rec['tok_per_s'])} tok/s" +
            (f" | mfu {100 * mfu:.1f}%" if mfu else "") +

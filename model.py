@@ -212,12 +212,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn, self.mlp = SelfAttention(cfg), MLP(cfg)
 
-    def forward(self, x, context=None, mask=None):
+    def forward(self, x, context=None, mask=None, scale=1.0):
+        """`scale` multiplies both residual branches (RaPTr's drawn layers, `path_scales`; one kernel with the
+        addition). A pooled BERT stage's first layer takes its keys and values from `context`, normalised as
+        its queries are."""
         if self.pre_ln:
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, context, mask))
-        return self.ln_2(x + self.mlp(x))
+            context = None if context is None else self.ln_1(context)
+            x = x.add(self.attn(self.ln_1(x), context, mask), alpha=scale)
+            return x.add(self.mlp(self.ln_2(x)), alpha=scale)
+        x = self.ln_1(x.add(self.attn(x, context, mask), alpha=scale))
+        return self.ln_2(x.add(self.mlp(x), alpha=scale))
 
 
 class LMLoss(nn.Module):
@@ -283,8 +287,8 @@ class Transformer(nn.Module):
         x = F.dropout(x, cfg.dropout, self.training)
         if pool > 1:
             return self.forward_pooled(x, targets, depth, layer_map, pool)
-        for i in map_layers(len(self.blocks), depth or len(self.blocks), layer_map):
-            x = self.blocks[i](x)
+        for i, scale in self.layers(depth, layer_map):
+            x = self.blocks[i](x, scale=scale)
         if cfg.kind == 'gpt':
             x = self.ln_f(x)
             if targets is None:
@@ -295,6 +299,12 @@ class Transformer(nn.Module):
             x, targets = x.flatten(0, 1)[masked], targets.flatten()[masked]
         logits = self.mlm_head(x)
         return logits, None if targets is None else F.cross_entropy(logits.float(), targets)
+
+    def layers(self, depth, layer_map):
+        """(block, residual scale) of each executed layer: `map_layers`, and RaPTr's `path_scales` for a path."""
+        blocks = map_layers(len(self.blocks), depth or len(self.blocks), layer_map)
+        scales = [1.0] * len(blocks) if isinstance(layer_map, str) else path_scales(blocks, self.cfg.n_layer)
+        return list(zip(blocks, scales))
 
     def mlm_head(self, x):
         """BERT's masked-LM head (after a pre-LN stack's final LayerNorm): dense, GELU, LayerNorm, the tied
@@ -323,8 +333,8 @@ class Transformer(nn.Module):
         ones = torch.ones(B, T, dtype=torch.bool, device=x.device)
         full_mask = torch.cat([ones, valid], 1)[:, None, None]
         mask = torch.cat([ones[:, :T // r], valid], 1)[:, None, None]
-        for t, i in enumerate(map_layers(len(self.blocks), depth or len(self.blocks), layer_map)):
-            h = self.blocks[i](h, context if t == 0 else None, full_mask if t == 0 else mask)
+        for t, (i, scale) in enumerate(self.layers(depth, layer_map)):
+            h = self.blocks[i](h, context if t == 0 else None, full_mask if t == 0 else mask, scale)
         logits = self.mlm_head(h[:, T // r:][valid])
         return logits, F.cross_entropy(logits.float(), torch.gather(targets, 1, order)[valid])
 
@@ -346,10 +356,10 @@ def middle_copy(k_old, k_new):
 
 def random_path(L, p, rng):
     """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
-    Subnetworks"): of the L layers of the full model, the first and the last always run, and p - 2 of the
-    others, drawn uniformly without replacement, run in their order; every skipped layer is the identity on
-    the residual stream, and nothing is rescaled. p grows by stage until the full model trains. The paper's
-    draw is an inclusion probability per layer (as its reviewers describe it); an exact length gives each
+    Subnetworks", Sec. 3): of the L layers of the full model, the fixed set {first, last} always runs, and
+    p - 2 of the others, drawn uniformly without replacement, run in their order; every skipped layer is the
+    identity on the residual stream, and each drawn one is scaled (`path_scales`). p grows by stage until the
+    full model trains. The paper draws each layer with a probability of its own; an exact length gives each
     middle layer the same probability (p - 2) / (L - 2) and every step the same FLOPs. `rng` is the run's
     sampler (seeded alike on every rank, so all ranks run the same path). One path of 4 of 6 layers:
     0,2,3,5."""
@@ -358,6 +368,16 @@ def random_path(L, p, rng):
                          f"not {p}")
     middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
     return [0] + sorted(int(i) for i in middle) + [L - 1]
+
+
+def path_scales(path, L):
+    """RaPTr's scaling of a path's layers: a drawn layer (not first or last) runs with probability
+    q = (p - 2) / (L - 2), and its residual branches are multiplied by 1 / q, so that each layer's expected
+    contribution to the residual stream is the full model's (the inverted scaling of stochastic depth and
+    dropout); the fixed first and last layers run always, unscaled. The full path (p = L) is the model
+    itself: every scale 1, as evaluation runs it."""
+    q = (len(path) - 2) / (L - 2) if L > 2 else 1.0
+    return [1.0 if t in (0, len(path) - 1) else 1 / q for t in range(len(path))]
 
 
 def deepen(model, k_new, op='interpolate', noise=0.0):
@@ -471,9 +491,14 @@ def tiling(model, n_embd, d_ff):
     return tiles
 
 
-def tile(t, ops, power=1, noise=0.0):
-    """Apply a parameter's tiling to a weight (power 1) or an AdamW moment: exp_avg follows the weight's
-    1/n (power 1), exp_avg_sq its square (power 2), so Adam's direction m / sqrt(v) is unchanged.
+def tile(t, ops, moment=0, noise=0.0):
+    """Apply a parameter's tiling to a weight (moment 0) or to an AdamW moment of it (exp_avg 1, exp_avg_sq 2).
+
+    A weight's split copies are divided by n (what reads them sums the n copies). A moment follows the gradient
+    each copy will receive, which is the other way round: a split copy reads n equal inputs and gets the
+    original's gradient, so it keeps the moment; a copy that is not split (a copied unit, whose n copies are
+    summed downstream, or a copy of the residual stream) gets 1/n of it, so exp_avg / n and exp_avg_sq / n^2.
+    Then Adam's first update after the growth is the one each copy's own gradient would make.
 
     noise > 0 breaks the symmetry of split copies without changing the function: copy i
     gets W/n + eps_i with sum_i eps_i = 0, eps ~ N(0, (noise * std W)^2). The inputs of the copies are equal,
@@ -481,12 +506,13 @@ def tile(t, ops, power=1, noise=0.0):
     for dim, n, groups, split in ops:
         parts = t.unflatten(dim, (groups, -1))
         copies = [parts] * n
-        if split:
-            copies = [c / n ** power for c in copies]
-            if noise:
-                eps = torch.randn((n,) + parts.shape, device=t.device) * noise * t.float().std()
-                eps = (eps - eps.mean(0)).to(t.dtype)
-                copies = [c + e for c, e in zip(copies, eps)]
+        divisor = (n if split else 1) if moment == 0 else (1 if split else n ** moment)
+        if divisor != 1:
+            copies = [c / divisor for c in copies]
+        if split and noise and moment == 0:
+            eps = torch.randn((n,) + parts.shape, device=t.device) * noise * t.float().std()
+            eps = (eps - eps.mean(0)).to(t.dtype)
+            copies = [c + e for c, e in zip(copies, eps)]
         t = torch.cat(copies, dim=dim + 1).flatten(dim, dim + 1)
     return t
 
@@ -509,7 +535,7 @@ def growth_map(grown, src=None, tiles=None):
     """Where each parameter of a grown model comes from: its name -> (the old parameter's name, its tiling).
     Depth: new block i is old block src[i] (`deepen`); width: the tiling of `widen` (`tiling`). `deepen` and
     `widen` build the weights by these maps; the optimizer's moments follow the same map through `tile`
-    (exp_avg like the weight, exp_avg_sq with the square of its split)."""
+    (scaled to the gradient each copy will receive)."""
     sources = {}
     for name, _ in grown.named_parameters():
         old = name
@@ -523,8 +549,9 @@ def growth_map(grown, src=None, tiles=None):
 
 def carry_moments(old, new, sources):
     """AdamW's moments through a growth: each parameter of the `new` (model, optimizer) takes the state of its
-    source in the `old` pair (`growth_map`), tiled like the weight: exp_avg / n and exp_avg_sq / n^2 for a
-    weight split n ways (`tile`); the step count kept. A parameter with no source starts with none."""
+    source in the `old` pair (`growth_map`), tiled as the weight is and scaled to the gradient each copy will
+    receive: exp_avg / n and exp_avg_sq / n^2 for a copy whose output is one of n summed copies, unchanged for
+    a split copy (`tile`); the step count kept. A parameter with no source starts with none."""
     (model, optimizer), (grown, new_optimizer) = old, new
     moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
     for n, p in grown.named_parameters():
@@ -533,7 +560,7 @@ def carry_moments(old, new, sources):
             s = moments[source]
             # (the fused kernel reads the step count on the parameter's device)
             new_optimizer.state[p] = dict(s, step=s['step'].to(p.device, torch.float32, copy=True),
-                                          exp_avg=tile(s['exp_avg'], ops).clone(),
+                                          exp_avg=tile(s['exp_avg'], ops, 1).clone(),
                                           exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
 
 

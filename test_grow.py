@@ -28,9 +28,9 @@ import export
 import grow
 import runtime
 import sample
-from model import (Config, Transformer, deepen, depth_probabilities, draw_depth, flops_per_step,
-                   load_optimizer, make_optimizer, map_layers, middle_copy, random_path, rope_tables, rotate,
-                   widen)
+from model import (Config, Transformer, carry_moments, deepen, depth_probabilities, draw_depth, flops_per_step,
+                   growth_map, load_optimizer, make_optimizer, map_layers, middle_copy, path_scales, random_path,
+                   rope_tables, rotate, widen)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -521,6 +521,29 @@ def test_random_path_keeps_the_ends_and_draws_the_rest_uniformly():
         random_path(6, 1, rng)
 
 
+def test_raptr_scales_the_drawn_layers_and_keeps_the_ends_unscaled():
+    """RaPTr's path runs its first and last layer as they are and multiplies the residual branches of each drawn
+    layer by 1 / q, q = (p - 2) / (L - 2) its chance to be drawn; the full path is the plain model."""
+    assert path_scales([0, 2, 5], 6) == [1.0, 4.0, 1.0] and path_scales(list(range(6)), 6) == [1.0] * 6
+    for kind in ('gpt', 'bert'):
+        torch.manual_seed(0)
+        m = Transformer(small(kind, n_layer=6)).eval()
+        seen = {}
+        for i in (0, 2, 5):
+            for name, module in (('block', m.blocks[i]), ('attn', m.blocks[i].attn), ('mlp', m.blocks[i].mlp)):
+                module.register_forward_hook(lambda mod, inp, out, key=(i, name): seen.update({key: (inp[0], out)}))
+        m(torch.randint(0, 300, (2, 16)), depth=3, layer_map=[0, 2, 5])
+        for i, scale in ((0, 1.0), (2, 4.0), (5, 1.0)):
+            (x, y), (_, a), (h, f) = seen[(i, 'block')], seen[(i, 'attn')], seen[(i, 'mlp')]
+            b = m.blocks[i]
+            if kind == 'gpt':  # pre-LN: x + s * attn(ln_1(x)), then + s * mlp(ln_2(.))
+                torch.testing.assert_close(h, b.ln_2(x + scale * a))
+                torch.testing.assert_close(y, x + scale * a + scale * f)
+            else:  # post-LN: ln_1(x + s * attn(x)), then ln_2(. + s * mlp(.))
+                torch.testing.assert_close(h, b.ln_1(x + scale * a))
+                torch.testing.assert_close(y, b.ln_2(h + scale * f))
+
+
 def test_raptr_runs_paths_of_each_stage_and_evaluates_the_full_model(corpus, tmp_path):
     summary = run(corpus, tmp_path, '--method', 'raptr', '--n_layer', 6, '--max_steps', 16,
                   '--log_interval', 1, '--eval_interval', 8)
@@ -727,15 +750,39 @@ def test_width_moments_follow_the_tiling():
     st = lambda o, p: o.state[p]  # noqa: E731
     old_fc2 = st(opt, model.blocks[1].mlp.c_proj.weight)   # (32, 64): new block 3 <- old block 1
     new_fc2 = st(new_opt, new.blocks[3].mlp.c_proj.weight)  # (64, 256): output side x2, input side x4 and x2
-    # rows: the residual stream's 2 copies; columns: the FFN's 4 copies, split (W2 / 4, so exp_avg / 4)
-    torch.testing.assert_close(new_fc2['exp_avg'], old_fc2['exp_avg'].repeat(2, 4) / 4)
-    torch.testing.assert_close(new_fc2['exp_avg_sq'], old_fc2['exp_avg_sq'].repeat(2, 4) / 16)
-    old_fc1 = st(opt, model.blocks[0].mlp.c_fc.weight)     # (64, 32) -> (256, 64): rows x4, columns x2 / 2
-    torch.testing.assert_close(st(new_opt, new.blocks[0].mlp.c_fc.weight)['exp_avg_sq'],
-                               old_fc1['exp_avg_sq'].repeat(4, 2) / 4)
-    assert torch.equal(st(new_opt, new.wte.weight)['exp_avg'],
-                       st(opt, model.wte.weight)['exp_avg'].repeat(1, 2))
+    # rows: the residual stream's 2 copies, each with half the gradient (exp_avg / 2); columns: the FFN's 4
+    # copies, split (W2 / 4), each reading the same hidden unit: the original's gradient, the moment kept
+    torch.testing.assert_close(new_fc2['exp_avg'], old_fc2['exp_avg'].repeat(2, 4) / 2)
+    torch.testing.assert_close(new_fc2['exp_avg_sq'], old_fc2['exp_avg_sq'].repeat(2, 4) / 4)
+    old_fc1 = st(opt, model.blocks[0].mlp.c_fc.weight)     # (64, 32) -> (256, 64): rows x4 copied, columns x2
+    torch.testing.assert_close(st(new_opt, new.blocks[0].mlp.c_fc.weight)['exp_avg_sq'],  # split
+                               old_fc1['exp_avg_sq'].repeat(4, 2) / 16)
+    torch.testing.assert_close(st(new_opt, new.wte.weight)['exp_avg'],
+                               st(opt, model.wte.weight)['exp_avg'].repeat(1, 2) / 2)
     assert torch.equal(st(new_opt, new.blocks[2].mlp.c_fc.weight)['step'], old_fc1['step'])
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_width_moments_match_the_gradients_the_copies_receive(kind):
+    """After a widening (FFN x4, hidden x2), the carried moments are what each copy's own gradient gives: a
+    model whose moments are its gradient g (exp_avg g, exp_avg_sq g^2) carries them to exactly the grown
+    model's gradient on the same batch, so Adam's first steps after the growth are neither too small nor
+    too large."""
+    model = perturbed(kind, d_ff=64)
+    x = torch.randint(0, 300, (2, 16))
+    opt = make_optimizer(model, 1e-3, 0.0)
+    model(x, x)[1].backward()
+    for p in model.parameters():
+        opt.state[p] = dict(step=torch.tensor(1.0), exp_avg=p.grad.clone(), exp_avg_sq=p.grad ** 2)
+    new, tiles = widen(model, 64, 256, noise=0.0)
+    new_opt = make_optimizer(new, 1e-3, 0.0)
+    carry_moments((model, opt), (new, new_opt), growth_map(new, None, tiles))
+    new(x, x)[1].backward()
+    for name, p in new.named_parameters():
+        scale = p.grad.abs().max().item()
+        torch.testing.assert_close(new_opt.state[p]['exp_avg'], p.grad, rtol=0, atol=1e-5 * scale, msg=name)
+        torch.testing.assert_close(new_opt.state[p]['exp_avg_sq'], p.grad ** 2, rtol=0, atol=1e-5 * scale ** 2,
+                                   msg=name)
 
 
 # ----------------------------------------------------------------------------- training and checkpoints
@@ -944,68 +991,95 @@ def test_sigterm_checkpoints_at_the_step_and_resumes_bit_exactly(corpus, tmp_pat
 # ----------------------------------------------------------------------------- schedules
 
 
+def clock(steps):
+    """A clock of `steps` optimizer steps for `flags.lr_at`."""
+    return flags.Budget(steps, False, 1.0, [0], [1.0])
+
+
 def test_lr_schedule():
     args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
-    lrs = [flags.lr_at(s, args) for s in range(100)]
+    lrs = [flags.lr_at(s, args, clock(100)) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
 def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
     args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3', '--decay', 'wsd'])
-    lrs = [flags.lr_at(s, args) for s in range(101)]
+    lrs = [flags.lr_at(s, args, clock(100)) for s in range(101)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # the warmup's corners
     assert lrs[10:81] == [1e-3] * 71  # stable until the last 20% (the default --decay_frac)
     assert lrs[90] == pytest.approx(5.5e-4) and lrs[100] == pytest.approx(1e-4)  # linear to min_lr
-    assert flags.lr_at(80.5, args) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock is a float)
+    assert flags.lr_at(80.5, args, clock(100)) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock)
     half = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
                             '--min_lr', '0'])
-    assert flags.lr_at(50, half) == 1e-3 and flags.lr_at(75, half) == pytest.approx(5e-4)
+    assert flags.lr_at(50, half, clock(100)) == 1e-3 and flags.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
     # a growth does not restart it; --rewarmup ramps after the growth as under every schedule
     again = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
-    assert [flags.lr_at(s, again, [0, 80]) for s in (79, 80, 83, 84)] == \
+    assert [flags.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
         pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
 
 
 def test_rewarmup_ramps_after_each_growth():
     args = grow.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
-    starts = [0, 20, 50]
     plain = grow.parse_args(['--max_steps', '100', '--warmup', '5'])
     for s in range(100):
-        ratio = flags.lr_at(s, args, starts) / flags.lr_at(s, plain, starts)
+        since = s - 50 if s >= 50 else s - 20 if s >= 20 else None  # (growths at steps 20 and 50)
+        ratio = flags.lr_at(s, args, clock(100), since) / flags.lr_at(s, plain, clock(100), since)
         expected = (s - 20 + 1) / 4 if 20 <= s < 24 else (s - 50 + 1) / 4 if 50 <= s < 54 else 1.0
         assert ratio == pytest.approx(expected)
 
 
+def test_rewarmup_counts_optimizer_steps_on_the_flops_clock(corpus, tmp_path):
+    """--rewarmup N ramps over N optimizer steps after a growth, also where the clock reads FLOPs (a shallow
+    step is a fraction of a unit there: counted in clock units the ramp would take several times N steps)."""
+    run(corpus, tmp_path, '--method', 'stack', '--n_layer', 4, '--max_steps', 40, '--budget', 'flops',
+        '--stage_clock', 'flops', '--rewarmup', 3, '--decay', 'wsd', '--warmup', 0, '--log_interval', 1)
+    lr = {t['step']: t['lr'] for t in records(tmp_path, 'train')}
+    growths = records(tmp_path, 'growth')
+    assert len(growths) == 2
+    for g in growths:  # (the record of step s + 1 is the first step after a growth at step s)
+        assert [lr[g['step'] + k] for k in range(5)] == pytest.approx([1e-3, 1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
+
+
 def number(line, before):
     """The number that follows `before` in a line of --plan."""
-    return float(line.split(before, 1)[1].split()[0].rstrip(',;:'))
+    return float(line.split(before, 1)[1].split()[0].rstrip(',;:%'))
 
 
-@pytest.mark.parametrize('argv', [['--method', 'onelayer', '--rewarmup', 2], ['--method', 'stack', '--budget',
-                                                                              'flops']])
+@pytest.mark.parametrize('argv', [['--method', 'onelayer', '--rewarmup', 2],
+                                  ['--method', 'stack', '--budget', 'flops'],
+                                  ['--method', 'apollo', '--budget', 'flops', '--stages', '1,2,4', '--stage_at',
+                                   '0.2,0.5'],
+                                  ['--method', 'stack', '--budget', 'flops', '--stage_clock', 'flops']])
 def test_plan_says_what_the_run_then_logs(corpus, tmp_path, argv):
     """--plan trains nothing and prints where each growth happens, the learning rate of the step after it, the
-    FLOPs of each stage and of the run: the run with the same flags logs the same numbers (under --budget
-    flops a growth and the end come at the first step past the planned point: within one step's FLOPs)."""
+    FLOPs of each stage and of the run: the run with the same flags logs the same numbers (on the FLOPs clock
+    a growth and the end come at the first step past the planned point: within one step's FLOPs; Apollo's
+    FLOPs are those of its mean depth in the plan, of its draws in the run)."""
     argv = [*argv, '--n_layer', 4, '--max_steps', 20, '--eval_interval', 10, '--log_interval', 1, '--decay',
             'wsd']
     lines, series = run(corpus, tmp_path / 'plan', *argv, '--plan')[argv[1]]
-    assert not (tmp_path / 'plan' / 'log.jsonl').exists() and len(series) == 21
+    assert not (tmp_path / 'plan' / 'log.jsonl').exists()
     run(corpus, tmp_path / 'run', *argv)
     growths, train = records(tmp_path / 'run', 'growth'), records(tmp_path / 'run', 'train')
     said = [line for line in lines if line.startswith('  growth at')]
     stages = [line for line in lines if line.startswith('stage')]
     assert len(said) == len(growths) == len(stages) - 1 > 0
+    length = int(stages[-1].split('clock ')[1].split('-')[1].split(',')[0])  # the clock's end: 20 steps, or
+    own = '--budget' in argv and '--stage_clock' not in argv  # under equal compute its own, more than 20
+    assert len(series) == length + 1 and (length > 20 if own else length == 20)
     planned = np.cumsum([number(line, 'steps, ') for line in stages])  # FLOPs at each stage's end
     ended = [g['flops'] for g in growths] + [train[-1]['flops']]
     for line, growth in zip(said, growths):
         lr = train[growth['step']]['lr']  # (the record of step s + 1: the first step after the growth)
         assert number(line, '; lr ') == pytest.approx(lr, rel=1e-6), (line, lr)
     assert number(lines[-1], 'total: ') == pytest.approx(planned[-1], rel=1e-3)
-    if '--budget' not in argv:  # the clock is the step: every number exact
+    if '--budget' in argv:  # equal compute: the plan spends scratch's FLOPs, to within one step of the method
+        assert number(lines[-1], 'FLOPs, ') == pytest.approx(100, abs=100 * max(np.diff(planned, prepend=0)
+                                                                                / planned[-1]))
+    if '--stage_clock' not in argv:  # the clock is the step: growths exact, FLOPs exact but for Apollo's draws
         assert [number(line, 'clock ') for line in said] == [g['step'] for g in growths]
-        assert list(planned) == pytest.approx(ended, rel=1e-3)
+        assert list(planned) == pytest.approx(ended, rel=1e-3 if 'apollo' not in argv else 0.2)
     else:
         per_step = [t['flops'] - u['flops'] for t, u in zip(train[1:], train)]
         assert all(0 <= e - p < max(per_step) for p, e in zip(planned, ended)), (planned, ended)
@@ -1267,6 +1341,23 @@ def test_pooling_trains_every_position_and_predicts_each_mask():
     m.zero_grad()
     m(x[:, :4], y[:, :4])[1].backward()  # truncation to T/4 = 4
     assert (m.wpe.weight.grad[4:] == 0).all()
+
+
+@pytest.mark.parametrize('norm', ['post', 'pre'])
+def test_pooled_layers_see_the_full_length_context_and_mask_the_padding(norm):
+    """A pooled stage's first layer attends over the full-length embeddings, not their means alone (swapping two
+    tokens inside one pooled group leaves the means as they were and still changes the predictions), and a
+    row's padded queries are masked (its predictions are those it gets alone): for post-LN and pre-LN BERT."""
+    m = perturbed('bert', pre_ln=norm == 'pre')
+    x = torch.randint(0, 300, (2, 16))
+    x[1, 8], x[1, 9] = 5, 6
+    y = torch.full_like(x, -100)
+    y[0, [1, 6, 11]], y[1, 6] = x[0, [1, 6, 11]], x[1, 6]  # row 1 has one masked position, padded to three
+    logits = m(x, y, pool=4)[0]
+    torch.testing.assert_close(logits[3:], m(x[1:], y[1:], pool=4)[0])
+    swapped = x.clone()
+    swapped[1, 8], swapped[1, 9] = x[1, 9], x[1, 8]  # (positions 8-11 pool into one)
+    assert (m(swapped, y, pool=4)[0][3:] - logits[3:]).abs().max() > 1e-4
 
 
 def test_pooled_compound_bert_grows_the_pooling(corpus, tmp_path):
