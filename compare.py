@@ -32,8 +32,10 @@ from data import InputError
 from flags import (BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule,
                    to_argv)
 
-# two-sided 95% quantiles of Student's t by degrees of freedom (1..10); 1.96 beyond 30
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+# two-sided 95% quantiles of Student's t by degrees of freedom, 1..30 (`t95` goes beyond)
+T95 = [None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+       2.042]
 QUARTERS = (25, 50, 75, 100)
 
 
@@ -132,6 +134,16 @@ def mean_sd(values):
     return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None)
 
 
+def t95(df):
+    """The two-sided 95% quantile of Student's t with df degrees of freedom: the table up to 30, beyond it the
+    Cornish-Fisher expansion around the normal's 1.96 (Abramowitz and Stegun 26.7.5; within 1e-4 there)."""
+    if df < len(T95):
+        return T95[df]
+    z = 1.959964
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2) +
+            (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
 def paired_interval(diffs):
     """(mean, half-width of its 95% t-interval, verdict) of paired differences method - scratch (same seed).
     Verdict: 'better' (the interval is below 0), 'worse' (above 0), 'within noise' (it holds 0), or
@@ -139,7 +151,7 @@ def paired_interval(diffs):
     m, sd = mean_sd(diffs)
     if sd is None:
         return m, None, 'one seed'
-    half = T95.get(len(diffs) - 1, 2.042 if len(diffs) <= 31 else 1.96) * sd / math.sqrt(len(diffs))
+    half = t95(len(diffs) - 1) * sd / math.sqrt(len(diffs))
     if half == 0 and m == 0:
         return m, half, 'within noise'
     return m, half, 'better' if m + half < 0 else 'worse' if m - half > 0 else 'within noise'
@@ -154,7 +166,13 @@ def summarize(method, rows):
     out = dict(method=method, seeds=n, final_val_loss=final, final_val_loss_sd=final_sd, diff_to_scratch=diff,
                diff_ci95=half, verdict=verdict if method != BASELINE else '-', reached=len(reached))
     for key in ('flops_saved', 'time_saved', 'mean_depth', 'flops_total'):
-        out[key], out[key + '_sd'] = mean_sd([r[key] for r in (reached if key.endswith('saved') else rows)])
+        out[key], out[key + '_sd'] = mean_sd([r[key] for r in rows])
+    # a saving is a mean only where every seed has one: a seed that never reached L* has none, and a mean of the
+    # others would rise because a seed failed; the table then shows each seed's value instead
+    for key in ('flops_saved', 'time_saved'):
+        out[key + '_seeds'] = [r[key] for r in rows]
+        if None in out[key + '_seeds']:
+            out[key], out[key + '_sd'] = None, None
     for q in QUARTERS:
         values = [r[f'loss_at_{q}pct'] for r in rows]
         out[f'loss_at_{q}pct'] = mean_sd(values)[0] if None not in values else None
@@ -200,11 +218,10 @@ def table(summary, per_seed, jobs):
         final = pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f')
         lines.append(f"{r['method']:<12} {final:>17} {vs:>19} "
                      f"{r['verdict']:>12} {r['reached']:>5}/{r['seeds']:<2} "
-                     f"{pm(r['flops_saved'], r['flops_saved_sd'], '.1%'):>14} "
-                     f"{pm(r['time_saved'], r['time_saved_sd'], '.1%'):>14} "
+                     f"{saved(r, 'flops_saved'):>14} {saved(r, 'time_saved'):>14} "
                      f"{pm(r['mean_depth'], None, '.2f'):>6} " +
                      ' '.join(f"{pm(r[f'loss_at_{q}pct'], None, '.4f'):>9}" for q in QUARTERS))
-    lines.append("FLOPs and time saved: mean +- sd over the seeds that reached L* (reached k/N); loss@x%: "
+    lines.append("FLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never); loss@x%: "
                  "mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the same "
                  "--jobs" +
                  (f" (these: --jobs {jobs})." if jobs else "."))
@@ -221,10 +238,17 @@ def markdown(summary):
         vs = '-' if r['method'] == BASELINE else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
         quarters = ' / '.join(pm(r[f'loss_at_{q}pct'], None, '.3f') for q in QUARTERS[:3])
         cells = [r['method'], pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f'), vs, r['verdict'],
-                 f"{r['reached']}/{r['seeds']}", pm(r['flops_saved'], r['flops_saved_sd'], '.1%'),
-                 pm(r['time_saved'], r['time_saved_sd'], '.1%'), pm(r['mean_depth'], None, '.2f'), quarters]
+                 f"{r['reached']}/{r['seeds']}", saved(r, 'flops_saved'), saved(r, 'time_saved'),
+                 pm(r['mean_depth'], None, '.2f'), quarters]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def saved(r, key):
+    """A saving's cell: mean +- sd where every seed reached L*, else each seed's value ('-': not reached)."""
+    if r[key] is not None or not any(v is not None for v in r[key + '_seeds']):
+        return pm(r[key], r[key + '_sd'], '.1%')
+    return ' / '.join(pm(v, None, '.1%') for v in r[key + '_seeds'])
 
 
 def pm(value, sd, spec):
@@ -367,8 +391,8 @@ def sweep_methods(sweep):
 
 
 def sweep_table(sweep):
-    """FLOPs saved (mean +- sd over the seeds that reached L*, with k/N) per method and budget, as
-    Markdown."""
+    """FLOPs saved (mean +- sd where every seed reached L*, else each seed's; with k/N) per method and budget,
+    as Markdown."""
     methods = sweep_methods(sweep)
     lines = ['| method | ' + ' | '.join(f"{tpp:.1f} tokens/param" for tpp, _ in sweep) + ' |',
              '|' + '---|' * (len(sweep) + 1)]
@@ -376,42 +400,43 @@ def sweep_table(sweep):
         cells = []
         for _, rows in sweep:
             r = next((r for r in rows if r['method'] == m), None)
-            cells.append('-' if r is None else f"{pm(r['flops_saved'], r['flops_saved_sd'], '.1%')} "
-                                               f"({r['reached']}/{r['seeds']}, {r['verdict']})")
+            cells.append('-' if r is None else f"{saved(r, 'flops_saved')} ({r['reached']}/{r['seeds']}, "
+                                               f"{r['verdict']})")
         lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
 def sweep_plot(sweep, path):
-    """FLOPs saved against tokens per parameter (log scale), a line per method, error bars the sd over the
-    seeds that reached L*, each point labelled k/N where fewer than all did and an x at 0 where none did;
-    None (with a hint) without matplotlib."""
+    """FLOPs saved against tokens per parameter (log scale), a line per method through the budgets where every
+    seed reached L* (error bars: the sd), hollow dots for each seed that reached where not all did (labelled
+    k/N), an x at 0 where none did; None (with a hint) without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = sweep_methods(sweep)
     for i, m in enumerate(methods):
-        pts = [(tpp, r) for tpp, rows in sweep for r in rows if r['method'] == m and r['reached']]
         shift = 1 + 0.03 * (i - (len(methods) - 1) / 2)  # side by side, so that the error bars do not hide
-        xs, ys = [tpp * shift for tpp, _ in pts], [100 * r['flops_saved'] for _, r in pts]
-        err = [100 * (r['flops_saved_sd'] or 0) for _, r in pts]
-        bars = ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=m)
-        missed = [(tpp * shift, r) for tpp, rows in sweep for r in rows
-                  if r['method'] == m and not r['reached']]
-        # an x at 0 where no seed reached L*
-        ax.plot([x for x, _ in missed], [0] * len(missed), 'x', ms=8, color=bars[0].get_color())
-        for x, y, r in [(x, y, r) for x, y, (_, r) in zip(xs, ys, pts)] + [(x, 0, r) for x, r in missed]:
-            if r['reached'] < r['seeds']:
-                ax.annotate(f"{r['reached']}/{r['seeds']}", (x, y), textcoords='offset points', xytext=(4, 4),
-                            fontsize=8, color=bars[0].get_color())
+        rows = [(tpp * shift, r) for tpp, rows in sweep for r in rows if r['method'] == m]
+        every = [(x, r) for x, r in rows if r['flops_saved'] is not None]
+        bars = ax.errorbar([x for x, _ in every], [100 * r['flops_saved'] for _, r in every], marker='o',
+                           yerr=[100 * (r['flops_saved_sd'] or 0) for _, r in every], capsize=3, label=m)
+        color = bars[0].get_color()
+        for x, r in rows:
+            some = [100 * v for v in r['flops_saved_seeds'] if v is not None]
+            if r['flops_saved'] is None:  # some seeds or none: each seed's saving, or an x at 0
+                ax.plot([x] * len(some) or [x], some or [0], 'o' if some else 'x', ms=6 if some else 8,
+                        mfc='none', color=color)
+                ax.annotate(f"{r['reached']}/{r['seeds']}", (x, max(some or [0])), textcoords='offset points',
+                            xytext=(4, 4), fontsize=8, color=color)
     ax.axhline(0, color='grey', lw=0.8)
     ax.set_xscale('log')
     ax.set_xticks([tpp for tpp, _ in sweep], [f"{tpp:.3g}" for tpp, _ in sweep])
     ax.minorticks_off()
     ax.set_xlabel("tokens per parameter (scratch's budget)")
     ax.set_ylabel("FLOPs saved to reach scratch's final loss (%)")
-    ax.set_title('FLOPs saved vs budget (mean +- sd of the seeds that reached L*; x: none did)', fontsize=10)
+    ax.set_title('FLOPs saved vs budget (mean +- sd where every seed reached L*; hollow: k/N seeds; x: none)',
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

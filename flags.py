@@ -156,11 +156,13 @@ def growth_flags(a):
       help="budget fractions where stages 2.. start, e.g. 0.125,0.3")
     a('--depth_op', '--expand', dest='depth_op', default=None,
       choices=('stack', 'interpolate', 'identity', 'middle', 'fresh'),
-      help="how depth grows (default: the method's; --expand is Apollo's name for it); identity = "
-           "interpolate with zeroed output projections (pre-LN GPT only); middle = copy the middle group of "
-           "layers (MIDAS); fresh = new blocks on top, initialised afresh with zeroed output projections")
+      help="how depth grows (default: the method's; --expand is Apollo's name for it); middle = copy the "
+           "middle group of layers (MIDAS); identity = new blocks on top, random as StackBERT's identity.py "
+           "makes them, with zeroed output projections (pre-LN only); fresh = the same with the model's own "
+           "initialisation (Bu)")
     a('--sampling', default=None, choices=('lvps', 'us', 'es', 'fs', 'none'),
-      help='apollo: depth sampled each step (default lvps; none = the stage depth, no lessons)')
+      help='apollo: depth sampled each step (default lvps; none: no draw, each stage trains, is evaluated '
+           'and grows at its own k blocks: the paper\'s "w/o sampling" ablation)')
     a('--layer_map', default=None, choices=('interpolate', 'stack'),
       help='apollo: which block runs each sampled layer (default interpolate)')
     a('--sample_per', default=None, choices=('step', 'micro'), help='apollo: draw the depth once per '
@@ -515,8 +517,11 @@ def dim_fractions(args, cfg, n_blocks):
 
 
 def depth_sampling(args):
-    """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods."""
-    return args.sampling or METHODS[args.method].defaults.get('sampling'), args.layer_map or 'interpolate'
+    """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods and for
+    --sampling none, which draws nothing: each stage trains, is evaluated and grows at its own k blocks (the
+    paper's "w/o sampling" ablation, interpolation on Apollo's schedule)."""
+    sampling = args.sampling or METHODS[args.method].defaults.get('sampling')
+    return None if sampling == 'none' else sampling, args.layer_map or 'interpolate'
 
 
 # what a growth changes: stage key -> its name in the growth's record (old_<name>, new_<name>) and line

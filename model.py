@@ -1,5 +1,6 @@
 """
-The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, masked LM) in one class.
+The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, masked LM) in one class, both
+initialised as GPT-2 is (the original BERT does not scale its residual output projections by 1/sqrt(2L)).
 
 The one idea that makes progressive training possible lives in `Transformer.forward`: the model *owns*
 k weight blocks but can *execute* any depth d >= k, executed layer t using block `map_layers(k, d)[t]`
@@ -66,7 +67,9 @@ def map_layers(k, d, how='interpolate'):
 
     interpolate (Apollo Eq. 12, its default): w(t) = (t * k) // d, e.g. k=3, d=7 -> 0,0,0,1,1,2,2.
       Integer arithmetic on purpose: the official int(t / (d / k)) rounds wrongly for some k >= 14.
-    stack (StackBERT; Apollo Eq. 11): w(t) = t % k, e.g. k=3, d=7 -> 0,1,2,0,1,2,0.
+    stack (StackBERT; Apollo Eq. 11): whole rounds of the k blocks, w(t) = t % k, then the r = d % k layers
+      left run the top r blocks in order, as the official code's stack_meta_layer does: k=3, d=7 ->
+      0,1,2,0,1,2,2; d=8 -> 0,1,2,0,1,2,1,2 (the last layers always run the last blocks).
     a list of d block indices: that path itself (RaPTr's random path, `random_path`).
     """
     if not isinstance(how, str):  # a path: the blocks to run, in order (RaPTr, `random_path`)
@@ -78,7 +81,8 @@ def map_layers(k, d, how='interpolate'):
     if how == 'interpolate':
         return [(t * k) // d for t in range(d)]
     if how == 'stack':
-        return [t % k for t in range(d)]
+        whole = d - d % k
+        return [t % k if t < whole else k - d + t for t in range(d)]
     raise ValueError(f"unknown layer map {how!r}; valid: interpolate, stack")
 
 
@@ -253,7 +257,7 @@ class Transformer(nn.Module):
             self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.apply(self._init_weights)
         # residual output projections get std 0.02/sqrt(2L) (GPT-2), so the stream's variance does not grow
-        # with L
+        # with L. BERT too, unlike the original BERT (N(0, 0.02) everywhere): one initialisation for both kinds
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
@@ -385,15 +389,14 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
 
     stack (StackBERT; Apollo Eq. 11):        new block i <- old block i % k_old (copies go on top)
     interpolate (Apollo Eq. 12):             new block i <- old block (i * k_old) // k_new (next to itself)
-    identity (StackBERT's identity variant): interpolate, but every second copy gets zero output projections
-        (attention out, FFN second matrix, their biases), so a pre-LN model computes the same function.
+    identity (StackBERT's identity.py, Gong et al. 2019): the old blocks keep their places and the new ones go
+        on top, random as that script makes them (`new_block`), their output projections zero, so a pre-LN
+        model computes the same function.
     middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle group of layers is copied, see `middle_copy`.
-    fresh (the random initialisation of zero/one-layer progressive training, Bu 2025): the old blocks keep
-        their places and the new ones go on top, initialised as the model initialises its blocks (matrices
-        N(0, 0.02), LayerNorms 1 and 0), except their output projections, which start at zero: each new
-        block adds nothing to the residual stream, so a pre-LN model computes the same function (the output
-        projections get gradients at once and the rest of the block follows). The only operator that grows
-        a model of 0 blocks.
+    fresh (the random initialisation of zero/one-layer progressive training, Bu 2025): as identity, but the new
+        blocks are initialised as the model initialises its blocks (`new_block`). The output projections get
+        gradients at once and the rest of the block follows. The only operator that grows a model of 0
+        blocks.
     Every block is a fresh deep copy: no two blocks share storage, so they can drift apart.
     noise > 0 (--depth_noise; G_stack, Du et al. 2024, found about 20% slightly better than exact copies):
     every copy after the first of an old block gets, in each weight tensor W, W + noise * std(W) * N(0, 1)
@@ -412,10 +415,7 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
     new.cfg = replace(model.cfg, n_blocks=k_new)
     device = next(model.parameters()).device
     new.blocks = nn.ModuleList(copy.deepcopy(model.blocks[j]) if j is not None else
-                               Block(new.cfg).apply(Transformer._init_weights).to(device) for j in src)
-    for i in range(k_new):
-        if src[i] is None or op == 'identity' and i and src[i] == src[i - 1]:
-            zero_output(new.blocks[i])
+                               new_block(new.cfg, op).to(device) for j in src)
     if noise:
         with torch.no_grad():
             for i in range(k_new):
@@ -428,22 +428,30 @@ def deepen(model, k_new, op='interpolate', noise=0.0):
 def depth_source(k_old, k_new, op):
     """The old block each of k_new new blocks is made from by depth operator `op` (`deepen`), None where it is
     made afresh."""
-    if op == 'fresh':
-        return list(range(k_old)) + [None] * (k_new - k_old)
-    if k_old == 0:
+    if k_old == 0 and op != 'fresh':
         raise ValueError(f"a model of 0 blocks has nothing to {op}: only the fresh depth operator grows it")
+    if op in ('fresh', 'identity'):
+        return list(range(k_old)) + [None] * (k_new - k_old)
     if op == 'middle':
         return middle_copy(k_old, k_new)
     return map_layers(k_old, k_new, 'stack' if op == 'stack' else 'interpolate')
 
 
-def zero_output(block):
-    """Zero a block's two output projections (attention out, the FFN's second matrix) and their biases: in a
-    pre-LN model it then adds nothing to the residual stream."""
-    for proj in (block.attn.c_proj, block.mlp.c_proj):
-        nn.init.zeros_(proj.weight)
-        if proj.bias is not None:
-            nn.init.zeros_(proj.bias)
+def new_block(cfg, op):
+    """A block made afresh by a growth, its two output projections (attention out, the FFN's second matrix)
+    and their biases zero, so that in a pre-LN model it adds nothing to the residual stream. fresh: otherwise
+    as the model initialises a block (matrices N(0, 0.02), LayerNorms 1 and 0); identity: as StackBERT's
+    identity.py does, every bias zero and every other weight, LayerNorm gains included, N(0, 1 / n) with n
+    its first dimension (its "Kaiming normal")."""
+    block = Block(cfg).apply(Transformer._init_weights)
+    with torch.no_grad():
+        for name, p in block.named_parameters() if op == 'identity' else ():
+            p.zero_() if name.endswith('bias') else p.normal_(0.0, p.size(0) ** -0.5)
+        for proj in (block.attn.c_proj, block.mlp.c_proj):
+            proj.weight.zero_()
+            if proj.bias is not None:
+                proj.bias.zero_()
+    return block
 
 
 def tiling(model, n_embd, d_ff):

@@ -374,7 +374,13 @@ def test_causality():
 
 def test_layer_map_examples():
     assert map_layers(3, 7) == [0, 0, 0, 1, 1, 2, 2]
-    assert map_layers(3, 7, 'stack') == [0, 1, 2, 0, 1, 2, 0]
+    assert map_layers(3, 7, 'stack') == [0, 1, 2, 0, 1, 2, 2]  # (the official stack_meta_layer's)
+    assert map_layers(3, 8, 'stack') == [0, 1, 2, 0, 1, 2, 1, 2] and map_layers(1, 3, 'stack') == [0, 0, 0]
+    for k in range(1, 13):  # whole rounds of the k blocks, then the top blocks, ending with the last
+        for d in range(k, 25):
+            stacked = map_layers(k, d, 'stack')
+            assert stacked[:d - d % k] == list(range(k)) * (d // k) and stacked[d - d % k:] == \
+                list(range(k - d % k, k)), (k, d)
     assert map_layers(5, 5) == map_layers(5, 5, 'stack') == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError):
         map_layers(4, 3)
@@ -605,8 +611,14 @@ def test_identity_growth_preserves_the_function_of_pre_ln_models(kind, options):
     new, src = deepen(old, 6, 'identity')
     x = torch.randint(0, 256, (2, 16))
     torch.testing.assert_close(outputs(new, x), outputs(old, x), rtol=1e-5, atol=1e-5)
-    assert torch.equal(new.blocks[1].attn.c_proj.weight, torch.zeros(32, 32))
-    assert blocks_equal(new.blocks[0], old.blocks[0])
+    # StackBERT's identity.py: the old blocks in place, new ones on top: output projections and every bias
+    # zero, every other weight (LayerNorm gains too) N(0, 1 / its first dimension)
+    assert src == [0, 1, 2, None, None, None] and all(blocks_equal(new.blocks[i], old.blocks[i]) for i in range(3))
+    top = dict(new.blocks[3].named_parameters())
+    assert all(not p.any() for n, p in top.items() if n.endswith('bias') or n.endswith('c_proj.weight'))
+    for name in ('ln_1.weight', 'attn.c_attn.weight', 'mlp.c_fc.weight'):  # (over the three new blocks)
+        values = torch.cat([dict(new.blocks[i].named_parameters())[name].flatten() for i in (3, 4, 5)])
+        assert values.std().item() == pytest.approx(top[name].size(0) ** -0.5, rel=0.25), name
     with pytest.raises(ValueError):  # a post-LN block with zero projections is LN(x), not x
         deepen(Transformer(small(kind, n_layer=6, n_blocks=3, pre_ln=False)), 6, 'identity')
 
@@ -1298,6 +1310,16 @@ def test_each_kind_has_its_defaults(corpus):
         ('learned', True, 2e-3)
 
 
+def test_sampling_none_trains_and_evaluates_the_blocks_it_owns(corpus, tmp_path):
+    """--sampling none draws no depth: every step, evaluation and growth probe runs the stage's k blocks, the
+    model it trains (not depth L through the shared map, a configuration it never trained)."""
+    run(corpus, tmp_path, *APOLLO, '--sampling', 'none', '--max_steps', 16, '--eval_interval', 2)
+    # stages of 1, 2, 4 and 8 blocks from steps 0, 1, 2 and 4; an evaluation comes before a growth due then
+    assert [e['depth'] for e in records(tmp_path, 'eval')] == [1, 2, 4] + [8] * 6
+    assert [r['depths'] for r in records(tmp_path, 'train')][:5] == [[1], [2], [4], [4], [8]]
+    assert [(g['loss_before'] == g['loss_after']) for g in records(tmp_path, 'growth')] == [False] * 3
+
+
 def test_apollo_learns_and_is_the_default(corpus, tmp_path):
     assert grow.parse_args([]).method == 'apollo'
     run(corpus, tmp_path, *APOLLO, '--max_steps', 40, '--lr', '3e-3', '--eval_interval', 40)
@@ -1455,21 +1477,36 @@ def test_seed_statistics_on_synthetic_runs(tmp_path):
         pytest.approx(statistics.stdev([1.9, 1.98, 1.82]))
     assert by['noisy']['verdict'] == 'within noise' and by['noisy']['reached'] == 2
     saved = [1 - (300 + 100 * 0.1 / 0.16) / 400, 1 - (300 + 100 * 0.1 / 0.11) / 400]  # seeds 2 and 3
-    assert by['noisy']['flops_saved'] == pytest.approx(statistics.mean(saved))
-    assert by['noisy']['flops_saved_sd'] == pytest.approx(statistics.stdev(saved))
+    # a seed that never reached L* has no saving: no mean of the other two, each seed's value instead
+    assert by['noisy']['flops_saved'] is None and by['noisy']['flops_saved_sd'] is None
+    assert by['noisy']['flops_saved_seeds'][0] is None
+    assert by['noisy']['flops_saved_seeds'][1:] == pytest.approx(saved)
     ci95 = 4.303 * statistics.stdev([0.05, -0.06, -0.01]) / 3 ** 0.5
     assert by['noisy']['diff_ci95'] == pytest.approx(ci95, rel=1e-3)
     assert by['scratch']['loss_at_50pct'] == pytest.approx(3.0) and by['scratch']['final_val_loss'] == 2.0
     text = compare.write(summary, rows, str(tmp_path), jobs=2)
     assert 'better' in text and 'within noise' in text and '2/3' in text and '--jobs 2' in text
+    assert f"- / {saved[0]:.1%} / {saved[1]:.1%}" in text
     table = (tmp_path / 'compare.md').read_text().splitlines()
     assert len(table) == 2 + 3 and table[3].startswith(
         '| better | 1.9000 +- 0.0800 | -0.1000 +- 0.0497 | better | 3/3 | 37.5% +- 0.0% |')
+    assert f"| 2/3 | - / {saved[0]:.1%} / {saved[1]:.1%} |" in table[4]
     with open(tmp_path / 'compare.csv') as f:
         table = list(csv.DictReader(f))
     assert len(table) == 3 + 9 and [r['seed'] for r in table[:4]] == ['mean', 'mean', 'mean', '1']
     with open(tmp_path / 'compare.json') as f:
         assert len(json.load(f)['runs']) == 9
+
+
+def test_t_quantiles_for_every_number_of_seeds():
+    """The 95% interval's t quantile for each degree of freedom: the table's (12 seeds: 2.201, not df 30's
+    2.042), and beyond 30 the expansion, which meets the table and tends to 1.96."""
+    assert compare.t95(2) == 4.303 and compare.t95(11) == 2.201 and compare.t95(30) == 2.042
+    assert compare.t95(31) == pytest.approx(2.040, abs=1e-3) and compare.t95(40) == pytest.approx(2.021, abs=1e-3)
+    assert compare.t95(120) == pytest.approx(1.980, abs=1e-3) and compare.t95(10 ** 6) == pytest.approx(1.960, abs=1e-4)
+    diffs = [0.1 * (-1) ** i + 0.01 * i for i in range(12)]
+    m, half, _ = compare.paired_interval(diffs)
+    assert half == pytest.approx(2.201 * statistics.stdev(diffs) / 12 ** 0.5)
 
 
 def test_budget_sweep_reports_flops_saved_against_tokens_per_parameter(capsys, tmp_path):
