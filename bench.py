@@ -1,7 +1,7 @@
 """
 How fast is nanogrow's training step? bench.py runs grow.py's own loop (`grow.train`) and, after each of its
-log windows, as many steps of a plain nanoGPT-style loop (batch, forward, backward, clip, AdamW step, nothing
-else) over a model of the same shape, batch and optimizer, in the same process: the two take turns, so both
+log windows (`train`'s hook), as many steps of a plain nanoGPT-style loop (batch, forward, backward, clip,
+AdamW step, nothing else) over a model of the same shape, batch and optimizer, in the same process: the two take turns, so both
 meet the same machine state. The first window of each is warm-up; the figures are medians of the rest.
 
     python bench.py                                        # GPT tiny on CPU, in seconds
@@ -21,6 +21,7 @@ import time
 import torch
 
 import data
+import flags
 import grow
 import runtime
 from model import SIZES, Transformer, make_optimizer
@@ -92,27 +93,23 @@ class Plain:
 def bench(a):
     """Tokens per second of nanogrow's windows and the plain loop's, interleaved. Returns the figures."""
     seconds, seen = dict(nanogrow=[], plain=[]), {}
-    flops, plain, log_train = [], None, grow.log_train
+    flops, plain, last = [], None, dict(step=0, time=0.0, flops=0.0)  # where the window began
 
-    def each_window(run):  # grow.py's log line, then the plain loop's turn, off nanogrow's clock
+    def each_window(run):  # after grow.py's log line: the plain loop's turn, off nanogrow's clock
         nonlocal plain
-        window, progress = run.window, run.progress
-        log_train(run)
-        seconds['nanogrow'].append(progress.train_time - window.time)
-        flops.append((progress.flops - window.flops) / (progress.step - window.step))
+        progress = run.progress
+        steps = progress.step - last['step']
+        seconds['nanogrow'].append(progress.train_time - last['time'])
+        flops.append((progress.flops - last['flops']) / steps)
         plain = plain or Plain(run)
         seen.update(tokens=run.step_tokens, peak=runtime.peak_flops(run.rt.device),
                     blocks=len(run.model.blocks))
-        seconds['plain'].append(plain.steps(progress.step - window.step))
+        seconds['plain'].append(plain.steps(steps))
+        last.update(step=progress.step, time=progress.train_time, flops=progress.flops)
         run.watch.restart()
 
     with tempfile.TemporaryDirectory() as out_dir, contextlib.redirect_stdout(io.StringIO()):  # (its log)
-        args = grow.parse_args(grow_flags(a, out_dir))
-        grow.log_train = each_window
-        try:
-            summary = grow.train(args)
-        finally:
-            grow.log_train = log_train
+        summary = grow.train(flags.parse_args(grow_flags(a, out_dir)), hook=each_window)
     seen.update(steps=summary['step'])
     return figures(a.steps, seconds, flops, seen)
 

@@ -31,6 +31,7 @@ import runtime
 from data import InputError
 from flags import (BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule,
                    to_argv)
+from model import Config, Transformer, num_params
 
 # two-sided 95% quantiles of Student's t by degrees of freedom, 1..30 (`t95` goes beyond)
 T95 = [None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -374,8 +375,6 @@ def tokens_per_param(out_dir):
     """Scratch's training tokens over the target's parameter count (read from its checkpoint's config): the
     budget of a comparison in the one unit that carries across model sizes (Chinchilla's ~20 is
     compute-optimal; the papers' growth runs train for hundreds or thousands)."""
-    import torch  # lazily: the rest of this file needs only the logs
-    from model import Config, Transformer, num_params
     folder = os.path.join(out_dir, BASELINE)
     seeds = sorted(d for d in os.listdir(folder) if d.startswith('seed')) if os.path.isdir(folder) else []
     folder = os.path.join(folder, seeds[0]) if seeds else folder
@@ -507,7 +506,7 @@ def comparison_runs(args):
             sub = method_args(args, m, seed)
             schedule(sub, model_config(sub, data.load(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
-                saved = grow.read_checkpoint(sub.out_dir)[0]['args']
+                saved = runtime.read_checkpoint(sub.out_dir)[0]['args']
                 differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
                           and saved.get(k, defaults.get_default(k)) != v]
                 if differ:
@@ -582,6 +581,24 @@ def previous_jobs(out_dir):
 
 
 def main(argv=None):
+    """grow.py's flags with --compare or --plan (`python grow.py --compare ...` runs this): a comparison, or
+    the schedules; or comparison folders of one setting at several budgets: a budget sweep."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if any(a.split('=')[0] in ('--compare', '--plan') for a in argv):
+        return runtime.command('compare.py', lambda: comparison(flags.parse_args(argv)))
+    return budget_sweep(argv)
+
+
+def comparison(args):
+    """--plan: the schedules (`show_plan`); --compare: train the comparison or print it again."""
+    if args.plan:
+        return show_plan(args)
+    with runtime.StopRequest() as request:
+        return compare_methods(args, request)
+
+
+def budget_sweep(argv):
+    """`python compare.py OUT_A OUT_B ... --plot PNG`: each method's FLOPs saved against tokens per parameter."""
     p = argparse.ArgumentParser(description="A budget sweep: the FLOPs each method saves against tokens per "
                                 "parameter, from comparisons (python grow.py --compare ...) of one setting "
                                 "at several --max_steps.")

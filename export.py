@@ -10,25 +10,30 @@ onto transformers' names is `to_hf` in model.py.
 import argparse
 import os
 import shutil
+import sys
 
 import torch
 
 import data
-import grow
-import sample
+import flags
+import runtime
 from data import InputError
 from flags import evaluation_depth
 from model import to_hf
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Export a nanogrow checkpoint to a Hugging Face model folder.')
-    p.add_argument('--out_dir', default='out', help='the run whose ckpt.pt to export')
-    p.add_argument('--to', required=True, help='the folder to write')
-    p.add_argument('--force', action='store_true', help='replace a non-empty folder')
-    a = p.parse_args(argv)
-    # the checkpoint's flags decide the depth written out (Apollo's shared blocks at L): grow.py reads them
-    return grow.main(['--resume', '--out_dir', a.out_dir, '--export_hf', a.to] + ['--force'] * a.force)
+    """`python export.py --out_dir out --to hf_model [--force]`, or grow.py's flags with --export_hf."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if not any(a.split('=')[0] == '--export_hf' for a in argv):
+        p = argparse.ArgumentParser(description='Export a nanogrow checkpoint to a Hugging Face model folder.')
+        p.add_argument('--out_dir', default='out', help='the run whose ckpt.pt to export')
+        p.add_argument('--to', required=True, help='the folder to write')
+        p.add_argument('--force', action='store_true', help='replace a non-empty folder')
+        a = p.parse_args(argv)
+        argv = ['--resume', '--out_dir', a.out_dir, '--export_hf', a.to] + ['--force'] * a.force
+    # the checkpoint's flags decide the depth written out (Apollo's shared blocks at L)
+    return runtime.command('export.py', lambda: export_hf(flags.parse_args(argv)))
 
 
 def export_hf(args):
@@ -39,7 +44,7 @@ def export_hf(args):
         raise InputError("--export_hf exports the checkpoint of --out_dir: add --resume")
     if os.path.isdir(args.export_hf) and os.listdir(args.export_hf) and not args.force:
         raise InputError(f"--export_hf {args.export_hf} is not empty; add --force to replace it")
-    model, ckpt = sample.checkpoint_model(args)
+    model, ckpt = runtime.checkpoint_model(args.out_dir)
     at = evaluation_depth(args, model.cfg)  # Apollo's shared blocks are written out at depth L
     depth, layer_map = at['depth'], at['layer_map']
     meta = ckpt.get('meta') or data.load(args.data)[0]  # (checkpoints of earlier versions lack it)

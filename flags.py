@@ -18,6 +18,7 @@ import data
 from data import InputError
 from model import (SIZES, config_for, depth_probabilities, depth_source, draw_depth, flops_per_step,
                    map_layers, random_path)
+from runtime import pick_device, read_checkpoint
 
 
 def midas_stages(L):
@@ -288,6 +289,19 @@ def parse(argv=None):
     for action in p._actions:  # parse again without defaults: only the flags typed on the command line
         action.default = argparse.SUPPRESS
     return args, set(vars(p.parse_args(argv)))
+
+
+def parse_args(argv=None):
+    """The run's flags, checked; with --resume, the checkpoint's flags (a resumed run is the same run)."""
+    args, typed = parse(argv)
+    if args.resume:
+        ckpt, path = read_checkpoint(args.out_dir)
+        args = resumed(args, typed, ckpt['args'], path)
+    check(args, typed)
+    if args.size == 'auto':
+        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {pick_device(args)}")
+    return args
 
 
 def resumed(args, typed, saved, path):

@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import signal
+import subprocess
 import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -31,20 +32,18 @@ from flags import (GROWN, changes, draw_step, evaluation_depth, lr_at, make_budg
                    shared_lr_scales, stage_of)
 from model import (Config, Transformer, carry_moments, deepen, growth_map, load_optimizer, make_optimizer,
                    micro_batch_flops, num_params, widen)
-from runtime import (Diverged, Interrupted, Log, RunStopped, Runtime, StopRequest, Stopwatch, check_memory,
+from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, command,
                      compile_blocks, compiled_graphs, duration, human, leave_process_group, not_finite,
-                     out_of_memory, peak_flops, pick_device, rng_states, set_rng_states, start_runtime,
-                     start_wandb)
-
-# what a checkpoint must hold for --resume, --sample and --export_hf
-CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
+                     out_of_memory, peak_flops, read_checkpoint, rng_states, set_rng_states, start_runtime,
+                     start_wandb, write_checkpoint)
 
 
 # ----------------------------------------------------------------------------- the training loop
 
-def train(args, request=None):
+def train(args, request=None, hook=None):
     """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps, the model). A stop
-    `request` (SIGTERM, SIGINT) ends the run at the end of a step with a checkpoint, raising Interrupted."""
+    `request` (SIGTERM, SIGINT) ends the run at the end of a step with a checkpoint, raising Interrupted.
+    `hook(run)`, if given, runs after each log line (bench.py times a plain loop there)."""
     request = request or StopRequest()
     run = start(args)
     rt, progress, model, optimizer = run.rt, run.progress, run.model, run.optimizer
@@ -97,6 +96,8 @@ def train(args, request=None):
         run.paths += [layers] if stage['path'] else []
         if progress.step % args.log_interval == 0:
             log_train(run)  # the loop's one wait for the device between evaluations
+            if hook:
+                hook(run)
     return finish(run, request, done)
 
 
@@ -131,7 +132,7 @@ class Run:
 def start(args):
     """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state
     of the checkpoint, with --resume), announced."""
-    rt = start_runtime(args)
+    rt = start_runtime(args, unused=flags.METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers)
     if rt.ddp and not rt.master:  # rank 0 prepares the default corpus first
         dist.barrier()
     corpus = data.load(args.data)
@@ -164,9 +165,11 @@ def finish(run, request, done):
     if done:
         stage_summary(run)
         rt.say(run.budget.cost(progress, args))
-        if args.sample_tokens > 0 and rt.master:
-            import sample  # (sample.py reads checkpoints through this module)
-            sample.show_sample(run.model, run.corpus[0], args, run.corpus[2])
+        if args.sample_tokens > 0 and rt.master:  # what it learned: sample.py on the checkpoint just written
+            script = os.path.join(os.path.dirname(__file__), 'sample.py')
+            prompt = ['--prompt', args.prompt] if args.prompt else []
+            subprocess.run([sys.executable, script, '--out_dir', args.out_dir, '--device', args.device,
+                            '--sample_tokens', str(args.sample_tokens), *prompt])
     if rt.ddp:
         leave_process_group()
     if run.log.wandb:
@@ -495,96 +498,44 @@ def stage_summary(run):
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def read_checkpoint(out_dir, say=print):
-    """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
-    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
-    path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
-    if not os.path.isfile(path) and not os.path.isfile(prev):
-        raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
-        why = f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
-        try:
-            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
-        except Exception:
-            raise InputError(f"{why}; it is damaged and there is no readable ckpt.prev.pt to fall back to: "
-                             f"start the run again")
-        say(f"warning: {why}; resuming from the checkpoint before it, {prev}")
-        path = prev
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
-                         f"start the run again")
-    return ckpt, path
-
-
 def save_checkpoint(run, **extra):
-    """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt. Written atomically: a
-    temporary file, flushed to the disk, then renamed; the checkpoint it replaces is kept as ckpt.prev.pt, so
-    a write that dies half-way, or one damaged file, never costs the run (--resume falls back to it)."""
+    """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt (`runtime.write_checkpoint`:
+    atomic, the one before kept)."""
     state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
                  optimizer=run.optimizer.state_dict(), args=vars(run.args),
                  run=copy.deepcopy(asdict(run.progress)), meta=run.corpus[0], **rng_states(run.rt), **extra)
-    out_dir = run.args.out_dir
-    path = os.path.join(out_dir, 'ckpt.pt')
-    with open(path + '.tmp', 'wb') as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if os.path.exists(path):
-        os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
-    os.replace(path + '.tmp', path)
+    write_checkpoint(state, run.args.out_dir)
 
 
 # ----------------------------------------------------------------------------- the command line
 
-def parse_args(argv=None):
-    """The run's flags, checked (flags.py); with --resume, the checkpoint's flags (a resumed run is the same
-    run)."""
-    args, typed = flags.parse(argv)
-    if args.resume:
-        ckpt, path = read_checkpoint(args.out_dir)
-        args = flags.resumed(args, typed, ckpt['args'], path)
-    flags.check(args, typed)
-    if args.size == 'auto':
-        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
-        print(f"--size auto: {args.size} on {pick_device(args)}")
-    return args
+# the modes of grow.py's command line that scripts above it run, each taking grow.py's flags: a mode flag, and
+# its script. The core never imports a script: `main` starts it in place of this process.
+MODES = (('export_hf', 'export.py'), ('sample', 'sample.py'), ('plan', 'compare.py'), ('compare', 'compare.py'))
 
 
 def main(argv=None):
+    """`python grow.py`: train as the flags say; a mode of MODES runs its script with the same flags."""
     for stream in (sys.stdout, sys.stderr):  # log lines reach a pipe (`| tee run.log`) as they are printed
         if hasattr(stream, 'reconfigure'):
             stream.reconfigure(line_buffering=True)
-    args = argparse.Namespace(out_dir='out')  # (until the flags are parsed)
-    try:
-        args = parse_args(argv)
-        if args.export_hf:
-            import export  # (export.py reads checkpoints through this module)
-            return export.export_hf(args)
-        if args.sample:
-            import sample
-            return sample.sample_checkpoint(args)
-        if args.plan:
-            import compare  # (the schedules' picture is drawn with the comparison's plots)
-            return compare.show_plan(args)
-        with StopRequest() as request:
-            if args.compare:
-                import compare  # (compare.py trains its runs with this module)
-                return compare.compare_methods(args, request)
-            return train(args, request)
-    except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or the CPU allocator's "can't allocate memory"
-        if not isinstance(e, torch.cuda.OutOfMemoryError) and "can't allocate memory" not in str(e):
+
+    def body():
+        args = flags.parse_args(argv)
+        script = next((script for flag, script in MODES if getattr(args, flag)), None)
+        if script and argv is None:  # as a command: the script takes this process over
+            os.execv(sys.executable, [sys.executable, os.path.join(os.path.dirname(__file__), script),
+                                      *sys.argv[1:]])
+        if script:  # (called from Python, as the tests do: a process must not replace its caller)
+            raise InputError(f"this mode of grow.py is {script}'s: call its main, or run python grow.py")
+        try:
+            with StopRequest() as request:
+                return train(args, request)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or the CPU allocator's "can't allocate memory"
+            if isinstance(e, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(e):
+                raise InputError(out_of_memory(e, args))
             raise
-        print(f"grow.py: error: {out_of_memory(e, args)}", file=sys.stderr)
-        sys.exit(2)
-    except InputError as e:
-        print(f"grow.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except RunStopped as e:
-        print(f"grow.py: stopped: {e}", file=sys.stderr)
-        sys.exit(e.status)
+    return command('grow.py', body)
 
 
 if __name__ == '__main__':

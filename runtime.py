@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -18,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import InputError
-from flags import METHODS
+from model import Config, Transformer
 
 # bf16 dense peak by device name (first match wins); unknown devices get no MFU rather than a wrong one
 PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
@@ -107,16 +108,16 @@ def auto_dtype(device):
     return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 
 
-def start_runtime(args):
+def start_runtime(args, unused=False):
     """The device and dtype; under torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK) the process group, as in
-    nanoGPT: NCCL on CUDA, gloo on CPU."""
+    nanoGPT: NCCL on CUDA, gloo on CPU. `unused`: some parameters may get no gradient in a step."""
     device = pick_device(args)
     dtype = args.dtype if args.dtype != 'auto' else auto_dtype(device)
     rt = Runtime(device, dtype)
     if 'RANK' in os.environ and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         dist.init_process_group('nccl' if device == 'cuda' else 'gloo')
         rt = Runtime(device, dtype, dist.get_rank(), dist.get_world_size(),
-                     unused=METHODS[args.method].draws == 'path',  # (RaPTr's skipped layers get no gradient)
+                     unused=unused,
                      host_group=dist.new_group(backend='gloo') if device == 'cuda' else None)
         if device == 'cuda':
             torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
@@ -247,6 +248,59 @@ def set_rng_states(ckpt, rt):
         torch.cuda.set_rng_state(states['cuda_rng'])
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+# what a checkpoint must hold for --resume, sample.py and export.py
+CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
+
+
+def read_checkpoint(out_dir, say=print):
+    """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
+    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
+    path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
+    if not os.path.isfile(path) and not os.path.isfile(prev):
+        raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
+        why = f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+        try:
+            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
+        except Exception:
+            raise InputError(f"{why}; it is damaged and there is no readable ckpt.prev.pt to fall back to: "
+                             f"start the run again")
+        say(f"warning: {why}; resuming from the checkpoint before it, {prev}")
+        path = prev
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(missing)}: it was not written by this version of grow.py; "
+                         f"start the run again")
+    return ckpt, path
+
+
+def write_checkpoint(state, out_dir):
+    """out_dir/ckpt.pt, written atomically: a temporary file, flushed to the disk, then renamed; the
+    checkpoint it replaces is kept as ckpt.prev.pt, so a write that dies half-way, or one damaged file, never
+    costs the run (`read_checkpoint` falls back to it)."""
+    path = os.path.join(out_dir, 'ckpt.pt')
+    with open(path + '.tmp', 'wb') as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(path):
+        os.replace(path, os.path.join(out_dir, 'ckpt.prev.pt'))
+    os.replace(path + '.tmp', path)
+
+
+def checkpoint_model(out_dir):
+    """The model of out_dir's checkpoint (in eval mode), and the checkpoint: what sample.py and export.py
+    read."""
+    ckpt, _ = read_checkpoint(out_dir)
+    model = Transformer(Config(**ckpt['config']))
+    model.load_state_dict(ckpt['model'])
+    return model.eval(), ckpt
+
+
 # ----------------------------------------------------------------------------- the run's log
 
 class Log:
@@ -348,6 +402,19 @@ class StopRequest:
             asked = rt.all_sum(self.signum)[0]
             self.signum = self.signum or (signal.SIGTERM if asked else 0)
         return bool(self.signum)
+
+
+def command(prog, body):
+    """A command's `body`, run: bad input ends it with one line and exit status 2, a run stopped early with its
+    line and status (grow.py and the scripts above it)."""
+    try:
+        return body()
+    except InputError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except RunStopped as e:
+        print(f"{prog}: stopped: {e}", file=sys.stderr)
+        sys.exit(e.status)
 
 
 class RunStopped(Exception):

@@ -5,47 +5,34 @@ markers (or 15% masked positions of a validation window). Trains nothing.
     python sample.py --out_dir out --prompt 'def main('
     python sample.py --out_dir out_bert --prompt 'for i in ra[MASK]ge(10):'
 
-`python grow.py --resume --sample ...` is the same command; grow.py also calls `show_sample` at the end of a
-run.
+`python grow.py --resume --sample ...` is the same command; grow.py runs it at the end of a run.
 """
-import argparse
+import sys
 
 import numpy as np
 import torch
 
 import data
-import grow
+import flags
 import runtime
 from data import InputError
 from flags import evaluation_depth
-from model import Config, Transformer
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Sample from a nanogrow checkpoint.')
-    p.add_argument('--out_dir', default='out', help='the run whose ckpt.pt to sample')
-    p.add_argument('--prompt', default=None, help='GPT: the text to continue; BERT: text with [MASK] markers')
-    p.add_argument('--sample_tokens', type=int, default=200, help='GPT: tokens to generate')
-    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
-    a = p.parse_args(argv)
-    # the checkpoint's flags decide the rest (its method's evaluation depth, its data): grow.py reads them
-    return grow.main(['--resume', '--sample', '--out_dir', a.out_dir, '--sample_tokens', str(a.sample_tokens),
-                      '--device', a.device] + (['--prompt', a.prompt] if a.prompt is not None else []))
+    """`python sample.py --out_dir out [--prompt ...] [--sample_tokens N] [--device ...]`: grow.py's flags, the
+    checkpoint's for the rest (its method's evaluation depth, its data). grow.py runs it at the end of a run
+    and for `--resume --sample`."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return runtime.command('sample.py', lambda: sample_checkpoint(flags.parse_args(['--resume', '--sample',
+                                                                                        *argv])))
 
 
 def sample_checkpoint(args):
-    """--resume --sample: what the checkpoint of out_dir learned, at the evaluation depth; trains nothing."""
-    model, ckpt = checkpoint_model(args)
+    """What the checkpoint of out_dir learned, at the evaluation depth; trains nothing."""
+    model, ckpt = runtime.checkpoint_model(args.out_dir)
     val_tokens = None if args.prompt or model.cfg.kind == 'gpt' else data.load(args.data)[2]
     return show_sample(model.to(runtime.pick_device(args)), ckpt['meta'], args, val_tokens)
-
-
-def checkpoint_model(args):
-    """The model of out_dir's checkpoint (in eval mode), and the checkpoint (export.py reads it here too)."""
-    ckpt, _ = grow.read_checkpoint(args.out_dir)
-    model = Transformer(Config(**ckpt['config']))
-    model.load_state_dict(ckpt['model'])
-    return model.eval(), ckpt
 
 
 @torch.no_grad()

@@ -49,8 +49,16 @@ def corpus(tmp_path_factory):
                         verbose=False)
 
 
+def command(argv):
+    """The main that `python grow.py ARGV` runs: grow.py's, or the script of its mode (grow.MODES)."""
+    names = {a.split('=')[0] for a in argv if isinstance(a, str)}
+    script = next((script for flag, script in grow.MODES if f'--{flag}' in names), 'grow.py')
+    return dict(zip(('grow.py', 'compare.py', 'sample.py', 'export.py'), (grow, compare, sample, export)))[script].main
+
+
 def run(corpus, out, *argv):
-    return grow.main(TINY + ['--data', corpus, '--out_dir', str(out)] + [str(a) for a in argv])
+    argv = TINY + ['--data', corpus, '--out_dir', str(out)] + [str(a) for a in argv]
+    return command(argv)(argv)
 
 
 def records(out, kind):
@@ -115,10 +123,10 @@ def outputs(m, x):
     return m(x, x)[0] if m.cfg.kind == 'gpt' else m(x)[0]
 
 
-def fails(capsys, argv, *needles, main=grow.main):
+def fails(capsys, argv, *needles, main=None):
     """Bad input: one line on stderr naming what is wrong (the needles), exit status 2."""
     with pytest.raises(SystemExit) as e:
-        main(argv)
+        (main or command(argv))(argv)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1, err
     for n in needles:
@@ -218,7 +226,7 @@ def ddp_stop_worker(rank, world, port, argv, out):
         return agreed(self, rt)
     runtime.StopRequest.agreed = asked_on_rank_1
     with pytest.raises(runtime.Interrupted):
-        grow.train(grow.parse_args(argv))
+        grow.train(flags.parse_args(argv))
     with open(os.path.join(out, f'stopped{rank}.json'), 'w') as f:
         json.dump(len(calls), f)
 
@@ -572,7 +580,7 @@ def test_gstack_and_midas_schedules():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=12, n_head=4, n_embd=32, d_ff=128)
 
     def plan(*argv):
-        stages, op = flags.schedule(grow.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
+        stages, op = flags.schedule(flags.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
         return [(s['n_blocks'], s['start']) for s in stages], op
     assert plan('--method', 'gstack') == ([(3, 0), (12, 52)], 'stack')  # (0.25 of 210 rounds to 52)
     # MIDAS: blocks of 2 layers, stage i lasting in proportion to i (1+2+...+6 = 21 parts of 10 steps)
@@ -642,7 +650,7 @@ def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_o
         assert blocks_equal(new.blocks[0], old.blocks[0])
     with pytest.raises(ValueError, match='fresh'):  # nothing to copy
         deepen(Transformer(small(kind, n_layer=4, n_blocks=0)), 4, 'stack')
-    args = grow.parse_args(['--lr', '1e-3'])
+    args = flags.parse_args(['--lr', '1e-3'])
     opt = make_optimizer(old.train(), args.lr, args.weight_decay)
     old(x, x)[1].backward()
     opt.step()
@@ -720,7 +728,7 @@ def test_symmetry_breaking_lets_copies_drift_apart(kind):
 @pytest.mark.parametrize('opt_state', ['copy', 'reset', 'slots'])
 def test_optimizer_moments_follow_the_map(opt_state):
     torch.manual_seed(0)
-    args = grow.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
+    args = flags.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=6, n_blocks=3))
     opt = make_optimizer(model, args.lr, args.weight_decay)
     x = torch.randint(0, 256, (2, 16))
@@ -749,7 +757,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
 
 def test_width_moments_follow_the_tiling():
     torch.manual_seed(0)
-    args = grow.parse_args(['--lr', '1e-3'])
+    args = flags.parse_args(['--lr', '1e-3'])
     model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
     opt = make_optimizer(model, args.lr, args.weight_decay)
     x = torch.randint(0, 256, (2, 16))
@@ -944,24 +952,24 @@ def test_a_second_ctrl_c_exits_at_once():
         request.handle(signal.SIGINT, None)
 
 
-def test_an_untrained_byte_sample_prints_as_text(capsys, corpus, tmp_path):
+def test_an_untrained_byte_sample_prints_as_text(capfd, corpus, tmp_path):
     """A byte model's first samples hold bytes that are not UTF-8 and control characters (bell, escape, NUL):
     each is shown as U+FFFD, so the terminal gets text, never raw control bytes."""
     assert sample.printable('a\x07b\x1b[31mc\x00\n\td\ufffd') == 'a\ufffdb\ufffd[31mc\ufffd\n\td\ufffd'
     run(corpus, tmp_path, '--max_steps', 1, '--sample_tokens', 300)
-    body = capsys.readouterr().out.split('--- sample ---\n', 1)[1].rsplit('\n--------------', 1)[0]
+    body = capfd.readouterr().out.split('--- sample ---\n', 1)[1].rsplit('\n--------------', 1)[0]  # (sample.py's)
     assert len(body) >= 100 and '\ufffd' in body  # an untrained model draws unprintable bytes: replaced
     assert all(c.isprintable() or c in '\n\t' for c in body), repr(body)
 
 
-def test_sample_a_checkpoint_with_a_prompt(capsys, corpus, tmp_path):
+def test_sample_a_checkpoint_with_a_prompt(capfd, corpus, tmp_path):
     """--resume --sample shows what a checkpoint learned and trains nothing; --prompt steers it, also at the
     end of a run."""
     summary = run(corpus, tmp_path / 'gpt', '--max_steps', 20, '--lr', '3e-3', '--sample_tokens', 12,
                   '--prompt', 'import ')
-    assert '--- sample ---\nimport ' in capsys.readouterr().out and summary['step'] == 20
+    assert '--- sample ---\nimport ' in capfd.readouterr().out and summary['step'] == 20  # (sample.py's)
     before = (tmp_path / 'gpt' / 'log.jsonl').read_text(), os.path.getmtime(tmp_path / 'gpt' / 'ckpt.pt')
-    text = grow.main(['--resume', '--out_dir', str(tmp_path / 'gpt'), '--sample', '--prompt', 'def main(',
+    text = sample.main(['--resume', '--out_dir', str(tmp_path / 'gpt'), '--sample', '--prompt', 'def main(',
                       '--sample_tokens', '30'])
     body = text.splitlines()[1]
     assert body.startswith('def main(') and len(body) > len('def main(')
@@ -971,14 +979,14 @@ def test_sample_a_checkpoint_with_a_prompt(capsys, corpus, tmp_path):
             os.path.getmtime(tmp_path / 'gpt' / 'ckpt.pt')) == before
     run(corpus, tmp_path / 'bert', '--model', 'bert', '--max_steps', 20, '--lr', '3e-3')
     prompt = 'for i in ra[MASK]ge(1[MASK]):'
-    text = grow.main(['--resume', '--out_dir', str(tmp_path / 'bert'), '--sample', '--prompt', prompt])
+    text = sample.main(['--resume', '--out_dir', str(tmp_path / 'bert'), '--sample', '--prompt', prompt])
     lines = dict(line.split(': ', 1) for line in text.splitlines()[1:-1])
     guesses = eval(lines['guesses'])
     assert len(guesses) == 2 and eval(lines['filled']) == prompt.replace('[MASK]', guesses[0], 1).replace(
         '[MASK]', guesses[1])
-    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'bert'), '--sample', '--prompt', 'no marker'],
+    fails(capfd, ['--resume', '--out_dir', str(tmp_path / 'bert'), '--sample', '--prompt', 'no marker'],
           '--prompt', '[MASK]')
-    fails(capsys, ['--out_dir', str(tmp_path / 'bert'), '--sample'], '--sample', '--resume')
+    fails(capfd, ['--out_dir', str(tmp_path / 'bert'), '--sample'], '--sample', '--resume', main=grow.main)
 
 
 def test_sigterm_checkpoints_at_the_step_and_resumes_bit_exactly(corpus, tmp_path):
@@ -1009,31 +1017,31 @@ def clock(steps):
 
 
 def test_lr_schedule():
-    args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
+    args = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
     lrs = [flags.lr_at(s, args, clock(100)) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
 def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
-    args = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3', '--decay', 'wsd'])
+    args = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3', '--decay', 'wsd'])
     lrs = [flags.lr_at(s, args, clock(100)) for s in range(101)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # the warmup's corners
     assert lrs[10:81] == [1e-3] * 71  # stable until the last 20% (the default --decay_frac)
     assert lrs[90] == pytest.approx(5.5e-4) and lrs[100] == pytest.approx(1e-4)  # linear to min_lr
     assert flags.lr_at(80.5, args, clock(100)) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock)
-    half = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
+    half = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
                             '--min_lr', '0'])
     assert flags.lr_at(50, half, clock(100)) == 1e-3 and flags.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
     # a growth does not restart it; --rewarmup ramps after the growth as under every schedule
-    again = grow.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
+    again = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
     assert [flags.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
         pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
 
 
 def test_rewarmup_ramps_after_each_growth():
-    args = grow.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
-    plain = grow.parse_args(['--max_steps', '100', '--warmup', '5'])
+    args = flags.parse_args(['--max_steps', '100', '--warmup', '5', '--rewarmup', '4'])
+    plain = flags.parse_args(['--max_steps', '100', '--warmup', '5'])
     for s in range(100):
         since = s - 50 if s >= 50 else s - 20 if s >= 20 else None  # (growths at steps 20 and 50)
         ratio = flags.lr_at(s, args, clock(100), since) / flags.lr_at(s, plain, clock(100), since)
@@ -1159,7 +1167,7 @@ def test_grow_switches_dimensions():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=4, n_embd=32, d_ff=128)
 
     def shapes(*argv):
-        stages, _ = flags.schedule(grow.parse_args(['--size', 'tiny', *argv]), cfg)
+        stages, _ = flags.schedule(flags.parse_args(['--size', 'tiny', *argv]), cfg)
         return [(s['n_blocks'], s['n_embd'], s['n_head'], s['d_ff'], s['seq'], s['batch']) for s in stages]
     plain = [(1, 32, 4, 128, 32, 32), (2, 32, 4, 128, 32, 32), (4, 32, 4, 128, 32, 32)]
     assert shapes('--method', 'compound') == [(1, 32, 4, 32, 8, 128), (2, 32, 4, 64, 16, 64),
@@ -1189,7 +1197,7 @@ def test_a_new_method_is_one_entry(corpus, tmp_path, monkeypatch):
     assert (growth['step'], growth['src'], growth['op']) == (9, [0, 0, 1, 1], 'interpolate')
     assert 0.5 < rows[1]['flops_total'] / rows[0]['flops_total'] < 1  # 3/4 of the steps at half the depth
     with pytest.raises(flags.InputError, match='starts from 2 blocks'):
-        flags.schedule(grow.parse_args(['--method', 'late', '--stages', '1,4']), small('gpt', n_layer=4))
+        flags.schedule(flags.parse_args(['--method', 'late', '--stages', '1,4']), small('gpt', n_layer=4))
 
 
 def test_no_method_name_is_compared_outside_the_table():
@@ -1199,6 +1207,43 @@ def test_no_method_name_is_compared_outside_the_table():
         source = open(os.path.join(os.path.dirname(__file__), path)).read()
         named = [m for m in flags.METHODS if f"'{m}'" in source or f'"{m}"' in source]
         assert named == [], (path, named)
+
+
+# the project's files by layer: each imports only files of lower layers (scripts on top, model and data at
+# the bottom), inside functions too
+LAYERS = {'model': 0, 'data': 0, 'runtime': 1, 'flags': 2, 'grow': 3, 'compare': 4, 'sample': 4, 'export': 4,
+          'bench': 4}
+
+
+def test_imports_go_one_way():
+    """Every import between project files, lazy ones included, goes down the layers: no cycle, and the core
+    (model, data, runtime, flags, grow) never imports a script above it."""
+    import ast
+    here = os.path.dirname(os.path.abspath(__file__))
+    assert sorted(LAYERS) == sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py') and f != 'test_grow.py')
+    for name, layer in LAYERS.items():
+        tree = ast.parse(open(os.path.join(here, name + '.py')).read())
+        imported = {a.name.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+            {n.module.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        for other in imported & set(LAYERS):
+            assert LAYERS[other] < layer, f"{name}.py (layer {layer}) imports {other}.py (layer {LAYERS[other]})"
+
+
+def test_grow_py_hands_its_modes_to_their_scripts(corpus, tmp_path):
+    """`python grow.py --compare DIR` is compare.py's report, `python grow.py --resume --sample` sample.py's
+    sample: the process becomes the script (the core imports none of them)."""
+    fake_run(tmp_path / 'cmp' / 'scratch', [0, 100, 200], [6, 4, 2.0])
+    fake_run(tmp_path / 'cmp' / 'fast', [0, 100, 200], [6, 2.0, 1.8])
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, 'grow.py', '--compare', str(tmp_path / 'cmp')], cwd=here,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and 'target L* = ' in out.stdout and 'fast' in out.stdout, out.stderr
+    run(corpus, tmp_path / 'run', '--max_steps', 2)
+    out = subprocess.run([sys.executable, 'grow.py', '--resume', '--out_dir', str(tmp_path / 'run'), '--sample',
+                          '--sample_tokens', '20'], cwd=here, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith('--- sample ---'), out.stderr
+    with pytest.raises(SystemExit):  # from Python, grow.main names the script instead of replacing its caller
+        grow.main(['--compare', str(tmp_path / 'cmp')])
 
 
 # ----------------------------------------------------------------------------- Apollo
@@ -1301,7 +1346,7 @@ def test_each_kind_has_its_defaults(corpus):
     meta = data.load(corpus)[0]
 
     def defaults(*argv):
-        args = grow.parse_args(['--size', 'tiny', *argv])
+        args = flags.parse_args(['--size', 'tiny', *argv])
         cfg = flags.model_config(args, meta)
         return cfg.pos, cfg.pre_ln, args.lr
     assert defaults() == ('learned', True, 1e-3)
@@ -1321,7 +1366,7 @@ def test_sampling_none_trains_and_evaluates_the_blocks_it_owns(corpus, tmp_path)
 
 
 def test_apollo_learns_and_is_the_default(corpus, tmp_path):
-    assert grow.parse_args([]).method == 'apollo'
+    assert flags.parse_args([]).method == 'apollo'
     run(corpus, tmp_path, *APOLLO, '--max_steps', 40, '--lr', '3e-3', '--eval_interval', 40)
     val = [r['val_loss'] for r in records(tmp_path, 'eval')]
     assert val[-1] < val[0] - 1.5
@@ -1570,7 +1615,7 @@ def test_compare_seeds_in_parallel_then_reprint(corpus, tmp_path, monkeypatch):
         return [{k: v for k, v in r.items() if not k.startswith('time')} for r in rows]
     assert drop_time(one) == drop_time(two) and [r['seeds'] for r in one] == [2, 2]
     monkeypatch.setattr(grow, 'train', lambda *args: pytest.fail('re-printing must not train'))
-    assert grow.main(['--compare', str(tmp_path / 'two')]) == two
+    assert compare.main(['--compare', str(tmp_path / 'two')]) == two
 
 
 @pytest.mark.parametrize('budget', ['steps', 'flops'])
@@ -1592,7 +1637,7 @@ def test_compare_two_methods_then_reprint(corpus, tmp_path, monkeypatch, budget)
     else:  # same FLOPs (to within one step), more steps
         assert steps[0] == 20 and steps[1] > 20 and scratch_flops <= stack_flops < scratch_flops * 1.06
     monkeypatch.setattr(grow, 'train', lambda *args: pytest.fail('re-printing must not train'))
-    assert grow.main(['--compare', str(out)]) == rows
+    assert compare.main(['--compare', str(out)]) == rows
 
 # ----------------------------------------------------------------------------- DDP and compile
 
@@ -1760,7 +1805,7 @@ def test_a_checkpoint_resumes_into_the_optimizer_built_here(corpus, tmp_path):
     resumed = grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
     assert records(tmp_path / 'half', 'growth')[-1]['step'] > 3  # it grew after the resume
     assert resumed['val_loss'] == full['val_loss']
-    model, args = Transformer(small('gpt')), grow.parse_args([])
+    model, args = Transformer(small('gpt')), flags.parse_args([])
     groups = [dict(params=g['params'], weight_decay=g['weight_decay'])
               for g in make_optimizer(model, args.lr, args.weight_decay).param_groups]
     other = torch.optim.AdamW(groups, foreach=True)
@@ -2050,7 +2095,7 @@ def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
                           '--eval_interval', '1'], 'out of memory', "can't allocate memory", '--batch_size',
           '--block_size', '--grad_accum', str(tmp_path / 'oom'))
     monkeypatch.setattr(torch.optim.AdamW, 'step', real_step)
-    assert grow.read_checkpoint(str(tmp_path / 'oom'))[0]['run']['step'] == 1  # the last good one, readable
+    assert runtime.read_checkpoint(str(tmp_path / 'oom'))[0]['run']['step'] == 1  # the last good one, readable
     assert grow.main(['--resume', '--out_dir', str(tmp_path / 'oom')])['step'] == 4
 
 
