@@ -28,10 +28,11 @@ import data
 import flags
 import grow
 import runtime
+import schedule
 from data import InputError
-from flags import (BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, RESUMABLE, get_parser, model_config, schedule,
-                   to_argv)
+from flags import RESUMABLE, get_parser, to_argv
 from model import Config, Transformer, num_params
+from schedule import BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, model_config, stages_for
 
 # two-sided 95% quantiles of Student's t by degrees of freedom, 1..30 (`t95` goes beyond)
 T95 = [None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -327,7 +328,7 @@ def band(curves, points=200):
 # ----------------------------------------------------------------------------- --plan
 
 def show_plan(args):
-    """--plan: each method's schedule in words (flags.plan), the methods of --compare side by side, and with
+    """--plan: each method's schedule in words (schedule.plan), the methods of --compare side by side, and with
     matplotlib their mean executed depth and learning rate against the FLOPs clock in out_dir/plan.png.
     Trains nothing. Returns {method: (lines, series)}."""
     methods = args.compare.split(',') if args.compare else [args.method]
@@ -337,7 +338,7 @@ def show_plan(args):
     plans = {}
     for m in methods:
         sub = method_args(args, m, args.seed) if args.compare else args
-        plans[m] = flags.plan(sub, model_config(sub, meta))
+        plans[m] = schedule.plan(sub, model_config(sub, meta))
         print('\n'.join(plans[m][0]) + '\n')
     plot_plans({m: series for m, (_, series) in plans.items()}, os.path.join(args.out_dir, 'plan.png'))
     return plans
@@ -504,7 +505,7 @@ def comparison_runs(args):
     for seed in range(args.seed, args.seed + args.seeds):
         for m in [BASELINE] + [m for m in methods if m != BASELINE]:
             sub = method_args(args, m, seed)
-            schedule(sub, model_config(sub, data.load(sub.data)[0]))
+            stages_for(sub, model_config(sub, data.load(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
                 saved = runtime.read_checkpoint(sub.out_dir)[0]['args']
                 differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}

@@ -18,7 +18,7 @@ import data
 import flags
 import runtime
 from data import InputError
-from flags import evaluation_depth
+from schedule import evaluation_depth
 from model import to_hf
 
 

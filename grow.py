@@ -7,9 +7,10 @@ Train a Transformer from scratch or progressively (growing it) and account for e
 
 Read top-down: `train` is the loop (evaluate and checkpoint when due, grow at a stage boundary, one
 optimizer step, log); the helpers it calls follow in the order it calls them, then checkpoints and the
-command line. The flags, each method's stages and the LR schedule are in flags.py; the models and growth
-operators in model.py; the device, the processes, the log file (and wandb) and the stop signals in
-runtime.py.
+command line. Below it: each method's stages, draws and LR schedule in schedule.py, the models and growth
+operators in model.py; the device, the processes, checkpoints, the log file (and wandb) and the stop signals
+in runtime.py; the flags in flags.py. The scripts above it (compare, sample, export, bench) import it; it
+imports none of them.
 """
 import argparse
 import copy
@@ -28,14 +29,14 @@ import torch.distributed as dist
 import data
 import flags
 from data import InputError
-from flags import (GROWN, changes, draw_step, evaluation_depth, lr_at, make_budget, model_config, schedule,
-                   shared_lr_scales, stage_of)
 from model import (Config, Transformer, carry_moments, deepen, growth_map, load_optimizer, make_optimizer,
                    micro_batch_flops, num_params, widen)
 from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, command,
                      compile_blocks, compiled_graphs, duration, human, leave_process_group, not_finite,
                      out_of_memory, peak_flops, read_checkpoint, rng_states, set_rng_states, start_runtime,
                      start_wandb, write_checkpoint)
+from schedule import (GROWN, METHODS, Budget, changes, clock_words, draw_step, evaluation_depth, lr_at,
+                      make_budget, model_config, shared_lr_scales, stage_lines, stage_of, stages_for)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -109,9 +110,9 @@ class Run:
     args: argparse.Namespace
     rt: Runtime
     cfg: Config
-    stages: list              # the schedule (flags.schedule): each stage's shape and start on the clock
+    stages: list              # the schedule (`stages_for`): each stage's shape and start on the clock
     depth_op: str             # how depth grows at a stage boundary (None: it does not)
-    budget: flags.Budget
+    budget: Budget
     corpus: tuple             # (meta, train tokens, validation tokens)
     evals: list               # the fixed evaluation batches; the first is also the growth probe
     model: Transformer = None
@@ -132,14 +133,14 @@ class Run:
 def start(args):
     """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state
     of the checkpoint, with --resume), announced."""
-    rt = start_runtime(args, unused=flags.METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers)
+    rt = start_runtime(args, unused=METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers)
     if rt.ddp and not rt.master:  # rank 0 prepares the default corpus first
         dist.barrier()
     corpus = data.load(args.data)
     if rt.ddp and rt.master:
         dist.barrier()
     cfg = model_config(args, corpus[0])
-    stages, depth_op = schedule(args, cfg)
+    stages, depth_op = stages_for(args, cfg)
     check_memory(args, rt, cfg)
     step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world
     meta, _, val_tokens = corpus
@@ -304,9 +305,9 @@ def describe(run):
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
     rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd "
-           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {flags.clock_words(args, run.budget)} of "
+           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {clock_words(args, run.budget)} of "
            f"{run.step_tokens:,} tokens")
-    for line in flags.stage_lines(args, stages, depth_op, run.budget) if len(stages) > 1 else []:
+    for line in stage_lines(args, stages, depth_op, run.budget) if len(stages) > 1 else []:
         rt.say(line)
 
 

@@ -16,7 +16,7 @@ import data
 import flags
 import runtime
 from data import InputError
-from flags import evaluation_depth
+from schedule import evaluation_depth
 
 
 def main(argv=None):

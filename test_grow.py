@@ -28,6 +28,7 @@ import export
 import grow
 import runtime
 import sample
+import schedule
 from model import (Config, Transformer, carry_moments, deepen, depth_probabilities, draw_depth, flops_per_step,
                    growth_map, load_optimizer, make_optimizer, map_layers, middle_copy, path_scales, random_path,
                    rope_tables, rotate, widen)
@@ -580,7 +581,7 @@ def test_gstack_and_midas_schedules():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=12, n_head=4, n_embd=32, d_ff=128)
 
     def plan(*argv):
-        stages, op = flags.schedule(flags.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
+        stages, op = schedule.stages_for(flags.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
         return [(s['n_blocks'], s['start']) for s in stages], op
     assert plan('--method', 'gstack') == ([(3, 0), (12, 52)], 'stack')  # (0.25 of 210 rounds to 52)
     # MIDAS: blocks of 2 layers, stage i lasting in proportion to i (1+2+...+6 = 21 parts of 10 steps)
@@ -1012,30 +1013,30 @@ def test_sigterm_checkpoints_at_the_step_and_resumes_bit_exactly(corpus, tmp_pat
 
 
 def clock(steps):
-    """A clock of `steps` optimizer steps for `flags.lr_at`."""
-    return flags.Budget(steps, False, 1.0, [0], [1.0])
+    """A clock of `steps` optimizer steps for `schedule.lr_at`."""
+    return schedule.Budget(steps, False, 1.0, [0], [1.0])
 
 
 def test_lr_schedule():
     args = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3'])
-    lrs = [flags.lr_at(s, args, clock(100)) for s in range(100)]
+    lrs = [schedule.lr_at(s, args, clock(100)) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
 def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
     args = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--lr', '1e-3', '--decay', 'wsd'])
-    lrs = [flags.lr_at(s, args, clock(100)) for s in range(101)]
+    lrs = [schedule.lr_at(s, args, clock(100)) for s in range(101)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # the warmup's corners
     assert lrs[10:81] == [1e-3] * 71  # stable until the last 20% (the default --decay_frac)
     assert lrs[90] == pytest.approx(5.5e-4) and lrs[100] == pytest.approx(1e-4)  # linear to min_lr
-    assert flags.lr_at(80.5, args, clock(100)) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock)
+    assert schedule.lr_at(80.5, args, clock(100)) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock)
     half = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
                             '--min_lr', '0'])
-    assert flags.lr_at(50, half, clock(100)) == 1e-3 and flags.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
+    assert schedule.lr_at(50, half, clock(100)) == 1e-3 and schedule.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
     # a growth does not restart it; --rewarmup ramps after the growth as under every schedule
     again = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
-    assert [flags.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
+    assert [schedule.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
         pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
 
 
@@ -1044,7 +1045,7 @@ def test_rewarmup_ramps_after_each_growth():
     plain = flags.parse_args(['--max_steps', '100', '--warmup', '5'])
     for s in range(100):
         since = s - 50 if s >= 50 else s - 20 if s >= 20 else None  # (growths at steps 20 and 50)
-        ratio = flags.lr_at(s, args, clock(100), since) / flags.lr_at(s, plain, clock(100), since)
+        ratio = schedule.lr_at(s, args, clock(100), since) / schedule.lr_at(s, plain, clock(100), since)
         expected = (s - 20 + 1) / 4 if 20 <= s < 24 else (s - 50 + 1) / 4 if 50 <= s < 54 else 1.0
         assert ratio == pytest.approx(expected)
 
@@ -1119,10 +1120,10 @@ def test_plan_of_a_comparison_draws_its_methods_side_by_side(corpus, tmp_path):
 def test_budget_knows_the_flops_to_go_and_the_cost(capsys, corpus, tmp_path):
     """The ETA divides the FLOPs still to spend (from the known schedule) by the current FLOPs/s; a finished
     run says what it spent against scratch."""
-    steps = flags.Budget(100, False, 10.0, [0, 20, 50], [2.0, 5.0, 10.0])
+    steps = schedule.Budget(100, False, 10.0, [0, 20, 50], [2.0, 5.0, 10.0])
     assert steps.to_go(0) == 20 * 2 + 30 * 5 + 50 * 10 and steps.to_go(30) == 20 * 5 + 50 * 10
     assert steps.to_go(100) == 0
-    assert flags.Budget(100, True, 10.0, [0, 20, 50], [2.0, 5.0, 10.0]).to_go(40) == 600
+    assert schedule.Budget(100, True, 10.0, [0, 20, 50], [2.0, 5.0, 10.0]).to_go(40) == 600
     run(corpus, tmp_path, '--method', 'stack', '--n_layer', 4, '--max_steps', 16)
     spent = records(tmp_path, 'eval')[-1]['flops']
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=2, n_embd=32, d_ff=128)
@@ -1167,7 +1168,7 @@ def test_grow_switches_dimensions():
     cfg = Config(kind='gpt', vocab_size=320, block_size=32, n_layer=4, n_head=4, n_embd=32, d_ff=128)
 
     def shapes(*argv):
-        stages, _ = flags.schedule(flags.parse_args(['--size', 'tiny', *argv]), cfg)
+        stages, _ = schedule.stages_for(flags.parse_args(['--size', 'tiny', *argv]), cfg)
         return [(s['n_blocks'], s['n_embd'], s['n_head'], s['d_ff'], s['seq'], s['batch']) for s in stages]
     plain = [(1, 32, 4, 128, 32, 32), (2, 32, 4, 128, 32, 32), (4, 32, 4, 128, 32, 32)]
     assert shapes('--method', 'compound') == [(1, 32, 4, 32, 8, 128), (2, 32, 4, 64, 16, 64),
@@ -1182,42 +1183,42 @@ def test_grow_switches_dimensions():
 
 
 def test_a_new_method_is_one_entry(corpus, tmp_path, monkeypatch):
-    """A method added to flags.METHODS, and nowhere else, trains, grows where its entry says, is compared with
+    """A method added to schedule.METHODS, and nowhere else, trains, grows where its entry says, is compared with
     scratch and keeps its own validation: the loop, the budget and --compare ask the entry, not the name."""
     def at_least_two(args, n_blocks):
         if n_blocks[0] < 2:
-            raise flags.InputError(f"--stages {flags.fmt(n_blocks)}: this method starts from 2 blocks")
-    late = flags.Method('a test of the method table', lambda L: [L // 2, L], [0.75], 'interpolate',
+            raise schedule.InputError(f"--stages {schedule.fmt(n_blocks)}: this method starts from 2 blocks")
+    late = schedule.Method('a test of the method table', lambda L: [L // 2, L], [0.75], 'interpolate',
                         check=at_least_two)
-    monkeypatch.setitem(flags.METHODS, 'late', late)
+    monkeypatch.setitem(schedule.METHODS, 'late', late)
     rows = run(corpus, tmp_path / 'cmp', '--compare', 'scratch,late', '--n_layer', 4, '--max_steps', 12,
                '--eval_interval', 6)
     assert [r['method'] for r in rows] == ['scratch', 'late']
     growth, = records(tmp_path / 'cmp' / 'late' / 'seed1337', 'growth')
     assert (growth['step'], growth['src'], growth['op']) == (9, [0, 0, 1, 1], 'interpolate')
     assert 0.5 < rows[1]['flops_total'] / rows[0]['flops_total'] < 1  # 3/4 of the steps at half the depth
-    with pytest.raises(flags.InputError, match='starts from 2 blocks'):
-        flags.schedule(flags.parse_args(['--method', 'late', '--stages', '1,4']), small('gpt', n_layer=4))
+    with pytest.raises(schedule.InputError, match='starts from 2 blocks'):
+        schedule.stages_for(flags.parse_args(['--method', 'late', '--stages', '1,4']), small('gpt', n_layer=4))
 
 
 def test_no_method_name_is_compared_outside_the_table():
-    """The design rule behind the test above: grow.py, runtime.py, compare.py, sample.py and export.py name no
+    """The design rule behind the test above: grow.py, runtime.py and the scripts name no
     method."""
     for path in ('grow.py', 'runtime.py', 'compare.py', 'sample.py', 'export.py'):
         source = open(os.path.join(os.path.dirname(__file__), path)).read()
-        named = [m for m in flags.METHODS if f"'{m}'" in source or f'"{m}"' in source]
+        named = [m for m in schedule.METHODS if f"'{m}'" in source or f'"{m}"' in source]
         assert named == [], (path, named)
 
 
 # the project's files by layer: each imports only files of lower layers (scripts on top, model and data at
 # the bottom), inside functions too
-LAYERS = {'model': 0, 'data': 0, 'runtime': 1, 'flags': 2, 'grow': 3, 'compare': 4, 'sample': 4, 'export': 4,
-          'bench': 4}
+LAYERS = {'model': 0, 'data': 0, 'schedule': 1, 'runtime': 1, 'flags': 2, 'grow': 3, 'compare': 4, 'sample': 4,
+          'export': 4, 'bench': 4}
 
 
 def test_imports_go_one_way():
     """Every import between project files, lazy ones included, goes down the layers: no cycle, and the core
-    (model, data, runtime, flags, grow) never imports a script above it."""
+    (model, data, schedule, runtime, flags, grow) never imports a script above it."""
     import ast
     here = os.path.dirname(os.path.abspath(__file__))
     assert sorted(LAYERS) == sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py') and f != 'test_grow.py')
@@ -1323,10 +1324,10 @@ def test_apollo_samples_a_depth_per_micro_batch(corpus, tmp_path):
 
 def test_shared_lr_scales_the_rate_of_each_block():
     # blocks 0, 0, 1, 2
-    assert flags.shared_lr_scales(3, [4], 'interpolate', 'uses') == {0: 0.5, 1: 1.0, 2: 1.0}
-    assert flags.shared_lr_scales(2, [4, 2], 'interpolate', 'uses') == {0: 0.75, 1: 0.75}  # averaged
-    assert flags.shared_lr_scales(3, [12], 'interpolate', 'ratio') == {0: 0.25, 1: 0.25, 2: 0.25}
-    assert flags.shared_lr_scales(3, [12], 'interpolate', None) == {}
+    assert schedule.shared_lr_scales(3, [4], 'interpolate', 'uses') == {0: 0.5, 1: 1.0, 2: 1.0}
+    assert schedule.shared_lr_scales(2, [4, 2], 'interpolate', 'uses') == {0: 0.75, 1: 0.75}  # averaged
+    assert schedule.shared_lr_scales(3, [12], 'interpolate', 'ratio') == {0: 0.25, 1: 0.25, 2: 0.25}
+    assert schedule.shared_lr_scales(3, [12], 'interpolate', None) == {}
 
 
 def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
@@ -1347,7 +1348,7 @@ def test_each_kind_has_its_defaults(corpus):
 
     def defaults(*argv):
         args = flags.parse_args(['--size', 'tiny', *argv])
-        cfg = flags.model_config(args, meta)
+        cfg = schedule.model_config(args, meta)
         return cfg.pos, cfg.pre_ln, args.lr
     assert defaults() == ('learned', True, 1e-3)
     assert defaults('--model', 'bert') == ('rope', False, 5e-4)
