@@ -5,7 +5,7 @@ safetensors) that transformers loads with from_pretrained; transformers is optio
     python export.py --out_dir out --to hf_model
 
 `python grow.py --resume --out_dir out --export_hf hf_model` is the same command. The mapping of our weights
-onto transformers' names is `to_hf` in model.py.
+onto transformers' names is `to_hf`.
 """
 import argparse
 import os
@@ -19,7 +19,7 @@ import flags
 import runtime
 from data import InputError
 from schedule import evaluation_depth
-from model import to_hf
+from model import map_layers
 
 
 def main(argv=None):
@@ -70,6 +70,99 @@ def export_hf(args):
     print(f"exported {args.out_dir}/ckpt.pt ({model.cfg.kind}, {depth} layers, step {ckpt['run']['step']}) "
           f"to {args.export_hf}: {type(hf).__name__}, logits match to {rel:.1e}")
     return dict(path=args.export_hf, rel_error=rel)
+
+
+# ----------------------------------------------------------------------------- the mapping
+
+def to_hf(model, depth, layer_map='interpolate', meta=None):
+    """The model as a Hugging Face `GPT2LMHeadModel` or `BertForMaskedLM` with the same logits (transformers
+    is optional and imported here only). Shared blocks are written out at `depth` through the layer map.
+
+    What maps to what: GPT2's Conv1D stores W transposed; our exact GELU is its 'gelu' (not 'gelu_new');
+    LayerNorm eps is PyTorch's 1e-5; missing biases (--bias 0) become zeros; BERT's token-type embedding (we
+    have none) is a single zero row; our MLM head is BERT's cls.predictions (dense, GELU, LayerNorm, decoder
+    tied to the word embeddings, bias); the vocabulary keeps our padding and [MASK] id. A BERT with rotary
+    positions is RoFormerForMaskedLM: the same layers, no position table, the same interleaved rotation."""
+    cfg = model.cfg
+    if cfg.pre_ln != (cfg.kind == 'gpt') or (cfg.kind == 'gpt' and cfg.pos != 'learned'):
+        norm = 'pre' if cfg.pre_ln else 'post'
+        raise ValueError(f"no transformers class computes a {norm}-LN {cfg.kind} with "
+                         f"{cfg.pos} positions; export GPTs with learned positions and post-LN BERTs")
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("the export needs transformers: pip install transformers safetensors")
+    blocks = [model.blocks[i] for i in map_layers(len(model.blocks), depth, layer_map)]
+    hf_cfg, state = (_gpt2_state if cfg.kind == 'gpt' else _bert_state)(transformers, model, blocks)
+    hf = (transformers.GPT2LMHeadModel if cfg.kind == 'gpt' else transformers.RoFormerForMaskedLM
+          if cfg.pos == 'rope' else transformers.BertForMaskedLM)(hf_cfg)
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(('attn.bias', 'attn.masked_bias', 'position_ids',
+                                                      'embed_positions.weight'))]  # (buffers, rebuilt)
+    if missing or unexpected:
+        raise ValueError(f"export mapping incomplete: missing {missing}, unexpected {unexpected}")
+    hf.config.nanogrow = dict(kind=model.cfg.kind, **(meta or {}))  # tokenizer name, [MASK] and special ids
+    return hf.eval()
+
+
+def _weight(m):
+    return m.weight.detach().float().cpu()
+
+
+def _bias(m):
+    return m.bias.detach().float().cpu() if m.bias is not None else torch.zeros(m.weight.shape[0])
+
+
+def _gpt2_state(transformers, model, blocks):
+    cfg, w, bias = model.cfg, _weight, _bias
+    hf_cfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
+                                     n_layer=len(blocks), n_head=cfg.n_head, n_inner=cfg.d_ff,
+                                     activation_function='gelu', layer_norm_epsilon=1e-5, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+    out = {'transformer.wte.weight': w(model.wte), 'transformer.wpe.weight': w(model.wpe)}
+    for i, b in enumerate(blocks):
+        p = f'transformer.h.{i}.'
+        for ours, theirs in ((b.ln_1, 'ln_1'), (b.ln_2, 'ln_2')):
+            out[p + theirs + '.weight'], out[p + theirs + '.bias'] = w(ours), bias(ours)
+        for ours, theirs in ((b.attn.c_attn, 'attn.c_attn'), (b.attn.c_proj, 'attn.c_proj'),
+                             (b.mlp.c_fc, 'mlp.c_fc'), (b.mlp.c_proj, 'mlp.c_proj')):
+            out[p + theirs + '.weight'], out[p + theirs + '.bias'] = w(ours).T.contiguous(), bias(ours)
+    out['transformer.ln_f.weight'], out['transformer.ln_f.bias'] = w(model.ln_f), bias(model.ln_f)
+    out['lm_head.weight'] = w(model.wte)
+    return hf_cfg, out
+
+
+def _bert_state(transformers, model, blocks):
+    cfg, w, bias, C = model.cfg, _weight, _bias, model.cfg.n_embd
+    rope = cfg.pos == 'rope'
+    hf_cfg = (transformers.RoFormerConfig if rope else transformers.BertConfig)(
+        vocab_size=cfg.vocab_size, hidden_size=C, num_hidden_layers=len(blocks),
+        num_attention_heads=cfg.n_head, intermediate_size=cfg.d_ff, hidden_act='gelu',
+        max_position_embeddings=cfg.block_size, type_vocab_size=1, layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True)
+    e = ('roformer' if rope else 'bert') + '.embeddings.'
+    out = {e + 'word_embeddings.weight': w(model.wte), e + 'token_type_embeddings.weight': torch.zeros(1, C),
+           e + 'LayerNorm.weight': w(model.ln_emb), e + 'LayerNorm.bias': bias(model.ln_emb)}
+    if not rope:
+        out[e + 'position_embeddings.weight'] = w(model.wpe)
+    for i, b in enumerate(blocks):
+        p = ('roformer' if rope else 'bert') + f'.encoder.layer.{i}.'
+        qkv_w, qkv_b = w(b.attn.c_attn).split(C), bias(b.attn.c_attn).split(C)
+        for j, name in enumerate(('query', 'key', 'value')):
+            out[p + f'attention.self.{name}.weight'] = qkv_w[j]
+            out[p + f'attention.self.{name}.bias'] = qkv_b[j]
+        for ours, theirs in ((b.attn.c_proj, 'attention.output.dense'),
+                             (b.ln_1, 'attention.output.LayerNorm'), (b.mlp.c_fc, 'intermediate.dense'),
+                             (b.mlp.c_proj, 'output.dense'), (b.ln_2, 'output.LayerNorm')):
+            out[p + theirs + '.weight'], out[p + theirs + '.bias'] = w(ours), bias(ours)
+    c = 'cls.predictions.'
+    out[c + 'transform.dense.weight'] = w(model.mlm_dense)
+    out[c + 'transform.dense.bias'] = bias(model.mlm_dense)
+    out[c + 'transform.LayerNorm.weight'] = w(model.ln_f)
+    out[c + 'transform.LayerNorm.bias'] = bias(model.ln_f)
+    out[c + 'bias'] = out[c + 'decoder.bias'] = model.mlm_bias.detach().float().cpu()
+    out[c + 'decoder.weight'] = w(model.wte)
+    return hf_cfg, out
 
 
 if __name__ == '__main__':
