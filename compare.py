@@ -52,15 +52,12 @@ def read_run(folder):
 
 
 def read_runs(out_dir, methods=None):
-    """{method: {seed: run}}: out_dir/<method>/seed<S>/log.jsonl, or out_dir/<method>/log.jsonl (one run,
-    seed None: comparisons written before --seeds). Scratch comes first; every method needs scratch's
-    seeds."""
+    """{method: {seed: run}}: out_dir/<method>/seed<S>/log.jsonl. Scratch comes first; every method needs
+    scratch's seeds."""
     found = {}
     for m in methods or sorted(os.listdir(out_dir), key=lambda m: (m != BASELINE, m)):
         folder = os.path.join(out_dir, m)
-        if os.path.isfile(os.path.join(folder, 'log.jsonl')):
-            found[m] = {None: read_run(folder)}
-        elif os.path.isdir(folder):
+        if os.path.isdir(folder):
             seeds = sorted(int(d[4:]) for d in os.listdir(folder) if d.startswith('seed') and d[4:].isdigit()
                            and os.path.isfile(os.path.join(folder, d, 'log.jsonl')))
             if seeds:
@@ -69,13 +66,10 @@ def read_runs(out_dir, methods=None):
         raise ValueError(f"{out_dir} holds no scratch run: it defines the target loss L*")
     for m, runs in found.items():
         if set(runs) != set(found[BASELINE]):
-            raise ValueError(f"{m} has seeds {fmt_seeds(runs)} but scratch has {fmt_seeds(found[BASELINE])}: "
+            raise ValueError(f"{m} has seeds {schedule.fmt(runs)} but scratch has "
+                             f"{schedule.fmt(found[BASELINE])}: "
                              f"every method needs the same seeds (each is paired with scratch's)")
     return found
-
-
-def fmt_seeds(runs):
-    return ','.join(str(s) for s in runs) if None not in runs else 'one unnamed'
 
 
 # ----------------------------------------------------------------------------- one run against scratch
@@ -112,8 +106,7 @@ def against_scratch(method, seed, run, scratch):
     f, t = first_crossing(*curve(run, 'flops'), target), first_crossing(*curve(run, 'time'), target)
     f_s = first_crossing(*curve(scratch, 'flops'), target)
     t_s = first_crossing(*curve(scratch, 'time'), target)
-    # (stage records count micro-batches; logs written before 2026-12-02 call them steps)
-    weights = [st.get('micro_batches', st.get('steps')) for st in run['stages']]
+    weights = [st['micro_batches'] for st in run['stages']]
     row = dict(method=method, seed=seed, final_val_loss=run['evals'][-1]['val_loss'], target_loss=target,
                diff_to_scratch=run['evals'][-1]['val_loss'] - target, flops_total=run['evals'][-1]['flops'],
                flops_to_target=f, time_to_target=t, flops_saved=None if f is None else 1 - f / f_s,

@@ -14,7 +14,6 @@ import sys
 
 import torch
 
-import data
 import flags
 import runtime
 from data import InputError
@@ -47,8 +46,7 @@ def export_hf(args):
     model, ckpt = runtime.checkpoint_model(args.out_dir)
     at = evaluation_depth(args, model.cfg)  # Apollo's shared blocks are written out at depth L
     depth, layer_map = at['depth'], at['layer_map']
-    meta = ckpt.get('meta') or data.load(args.data)[0]  # (checkpoints of earlier versions lack it)
-    meta = {k: meta[k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
+    meta = {k: ckpt['meta'][k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'mask_id', 'n_ordinary')}
     try:
         hf = to_hf(model, depth, layer_map, meta)
     except (ImportError, ValueError) as e:
@@ -74,7 +72,7 @@ def export_hf(args):
 
 # ----------------------------------------------------------------------------- the mapping
 
-def to_hf(model, depth, layer_map='interpolate', meta=None):
+def to_hf(model, depth, layer_map, meta=None):
     """The model as a Hugging Face `GPT2LMHeadModel` or `BertForMaskedLM` with the same logits (transformers
     is optional and imported here only). Shared blocks are written out at `depth` through the layer map.
 

@@ -219,9 +219,12 @@ def resumed(args, typed, saved, path):
         if k not in RESUMABLE and saved.get(k) != getattr(args, k):
             raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} "
                              f"({path}); a resumed run keeps its flags except {', '.join(sorted(RESUMABLE))}")
+    missing = [k for k in vars(args) if k not in saved]
+    if missing:
+        raise InputError(f"{path} was written by an earlier version of grow.py (its flags lack --{missing[0]}); "
+                         f"start the run again")
     now = {k: getattr(args, k) for k in typed if k in RESUMABLE}
-    # defaults first: a checkpoint written before a flag existed still resumes with that flag's default
-    return argparse.Namespace(**{**vars(args), **saved, 'stop_at': None, 'out_dir': args.out_dir, **now})
+    return argparse.Namespace(**{**saved, 'stop_at': None, 'out_dir': args.out_dir, **now})
 
 
 def check(args, typed):

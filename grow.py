@@ -286,12 +286,10 @@ def start_or_resume(run):
     run.batches.rng.bit_generator.state = ckpt['data_rng'][rt.rank]
     run.sampler.bit_generator.state = ckpt['sampler_rng']
     set_rng_states(ckpt, rt)
-    if run.scaler.is_enabled() and ckpt.get('scaler'):  # (float16; checkpoints of earlier versions have none)
+    if run.scaler.is_enabled() and ckpt['scaler']:  # (float16; a run without it saved an empty state)
         run.scaler.load_state_dict(ckpt['scaler'])
-    counters = dict(ckpt['run'])
-    counters.setdefault('stage_index', counters.pop('stage', 0))  # (checkpoints of earlier versions)
-    rt.say(f"resumed {ckpt_path} at step {counters['step']}")
-    run.progress = Progress(**counters)
+    rt.say(f"resumed {ckpt_path} at step {ckpt['run']['step']}")
+    run.progress = Progress(**ckpt['run'])
 
 
 def optimizer_of(model, args):
@@ -504,7 +502,7 @@ def save_checkpoint(run, **extra):
     atomic, the one before kept)."""
     state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
                  optimizer=run.optimizer.state_dict(), args=vars(run.args),
-                 run=copy.deepcopy(asdict(run.progress)), meta=run.corpus[0], **rng_states(run.rt), **extra)
+                 run=copy.deepcopy(asdict(run.progress)), meta=run.corpus[0], **extra)
     write_checkpoint(state, run.args.out_dir)
 
 

@@ -241,8 +241,8 @@ def rng_states(rt):
 
 
 def set_rng_states(ckpt, rt):
-    """This rank's torch random states from a checkpoint (earlier versions saved rank 0's alone)."""
-    states = ckpt['rank_rngs'][rt.rank] if 'rank_rngs' in ckpt else ckpt
+    """This rank's torch random states from a checkpoint."""
+    states = ckpt['rank_rngs'][rt.rank]
     torch.set_rng_state(states['torch_rng'])
     if rt.device == 'cuda' and states.get('cuda_rng') is not None:  # (a CPU checkpoint on CUDA has none)
         torch.cuda.set_rng_state(states['cuda_rng'])
@@ -251,7 +251,8 @@ def set_rng_states(ckpt, rt):
 # ----------------------------------------------------------------------------- checkpoints
 
 # what a checkpoint must hold for --resume, sample.py and export.py
-CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'data_rng', 'sampler_rng', 'torch_rng')
+CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'meta', 'data_rng', 'rank_rngs', 'sampler_rng',
+                   'scaler')
 
 
 def read_checkpoint(out_dir, say=print):

@@ -856,12 +856,25 @@ def test_resume_is_bit_exact(corpus, tmp_path, case):
     assert_resumes(corpus, tmp_path, argv, stop_at)
 
 
+def test_a_checkpoint_of_an_earlier_layout_is_refused_in_one_line(capsys, corpus, tmp_path):
+    """No compatibility code: a checkpoint without a flag of today's, or without a part of today's
+    checkpoint, is refused by name, and the run is started again."""
+    run(corpus, tmp_path, '--max_steps', 2)
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
+    del ck['args']['stage_clock']
+    torch.save(ck, tmp_path / 'ckpt.pt')
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path)], 'earlier version', '--stage_clock', 'again')
+    del ck['scaler']
+    torch.save(ck, tmp_path / 'ckpt.pt')
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path)], 'lacks scaler', 'again')
+
+
 def test_checkpoint_is_complete(corpus, tmp_path):
     run(corpus, tmp_path, '--max_steps', 4, '--eval_interval', 2)
     assert sorted(os.listdir(tmp_path)) == ['ckpt.prev.pt', 'ckpt.pt', 'log.jsonl']  # no temporary file left
     ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
     assert ck['run']['step'] == 4 and ck['config']['n_blocks'] == 2 and ck['args']['max_steps'] == 4
-    assert {'model', 'optimizer', 'data_rng', 'sampler_rng', 'torch_rng', 'meta'} <= set(ck)
+    assert set(runtime.CHECKPOINT_KEYS) <= set(ck) and 'torch_rng' in ck['rank_rngs'][0]
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(corpus, tmp_path, monkeypatch):
@@ -1233,8 +1246,8 @@ def test_imports_go_one_way():
 def test_grow_py_hands_its_modes_to_their_scripts(corpus, tmp_path):
     """`python grow.py --compare DIR` is compare.py's report, `python grow.py --resume --sample` sample.py's
     sample: the process becomes the script (the core imports none of them)."""
-    fake_run(tmp_path / 'cmp' / 'scratch', [0, 100, 200], [6, 4, 2.0])
-    fake_run(tmp_path / 'cmp' / 'fast', [0, 100, 200], [6, 2.0, 1.8])
+    fake_run(tmp_path / 'cmp' / 'scratch' / 'seed1', [0, 100, 200], [6, 4, 2.0])
+    fake_run(tmp_path / 'cmp' / 'fast' / 'seed1', [0, 100, 200], [6, 2.0, 1.8])
     here = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run([sys.executable, 'grow.py', '--compare', str(tmp_path / 'cmp')], cwd=here,
                          capture_output=True, text=True)
@@ -1457,9 +1470,9 @@ def test_first_crossing_on_known_curves():
 
 
 def test_acceleration_ratio_on_synthetic_runs(tmp_path):
-    fake_run(tmp_path / 'scratch', [0, 100, 200, 300, 400], [6, 4, 3, 2.5, 2.0])  # (one run per method, as
-    fake_run(tmp_path / 'fast', [0, 50, 100, 200, 300], [6, 4, 2.5, 2.2, 1.8], growth_at=50)  # 2.0 at 250
-    fake_run(tmp_path / 'slow', [0, 100, 300], [6, 3, 2.1])  # never 2.0             written before --seeds)
+    fake_run(tmp_path / 'scratch' / 'seed1', [0, 100, 200, 300, 400], [6, 4, 3, 2.5, 2.0])
+    fake_run(tmp_path / 'fast' / 'seed1', [0, 50, 100, 200, 300], [6, 4, 2.5, 2.2, 1.8], growth_at=50)  # 2.0: 250
+    fake_run(tmp_path / 'slow' / 'seed1', [0, 100, 300], [6, 3, 2.1])  # never 2.0
     summary, rows, runs = compare.report(str(tmp_path))
     by = {r['method']: r for r in rows}
     assert [r['method'] for r in rows] == ['scratch', 'fast', 'slow']
@@ -1478,15 +1491,13 @@ def test_acceleration_ratio_on_synthetic_runs(tmp_path):
 
 
 def test_mean_depth_weighs_each_stage_by_its_micro_batches(tmp_path):
-    """A run's mean executed depth weighs each stage by its micro-batches; logs written before 2026-12-02 call
-    that count steps, and still read."""
-    fake_run(tmp_path / 'scratch', [0, 100], [6, 2.0])
-    for name, key in (('now', 'micro_batches'), ('before', 'steps')):
-        fake_run(tmp_path / name, [0, 100], [6, 2.0])  # a first stage: 10 micro-batches at depth 3
-        with open(tmp_path / name / 'log.jsonl', 'a') as f:
-            f.write(json.dumps({'type': 'stage', 'step': 2, key: 30, 'mean_depth': 7.0}) + '\n')
+    """A run's mean executed depth weighs each stage by its micro-batches."""
+    fake_run(tmp_path / 'scratch' / 'seed1', [0, 100], [6, 2.0])
+    fake_run(tmp_path / 'now' / 'seed1', [0, 100], [6, 2.0])  # a first stage: 10 micro-batches at depth 3
+    with open(tmp_path / 'now' / 'seed1' / 'log.jsonl', 'a') as f:
+        f.write(json.dumps({'type': 'stage', 'step': 2, 'micro_batches': 30, 'mean_depth': 7.0}) + '\n')
     rows = {r['method']: r for r in compare.report(str(tmp_path))[1]}
-    assert rows['now']['mean_depth'] == rows['before']['mean_depth'] == (10 * 3 + 30 * 7) / 40
+    assert rows['now']['mean_depth'] == (10 * 3 + 30 * 7) / 40
 
 
 def test_seed_band_reaches_the_end_of_the_shortest_curve():
@@ -1828,10 +1839,10 @@ def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'set_rng_state', restored.append)
     saved = runtime.rng_states(runtime.Runtime('cuda', 'bfloat16'))
     assert torch.equal(saved['cuda_rng'], state) and torch.equal(saved['torch_rng'], torch.get_rng_state())
-    runtime.set_rng_states(saved, runtime.Runtime('cuda', 'bfloat16'))
+    runtime.set_rng_states(dict(rank_rngs=[saved]), runtime.Runtime('cuda', 'bfloat16'))
     assert len(restored) == 1 and torch.equal(restored[0], state)
     assert runtime.rng_states(CPU)['cuda_rng'] is None
-    runtime.set_rng_states(saved, CPU)
+    runtime.set_rng_states(dict(rank_rngs=[saved]), CPU)
     assert len(restored) == 1
 
 
