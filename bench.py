@@ -1,8 +1,9 @@
 """
 How fast is nanogrow's training step? bench.py runs grow.py's own loop (`grow.train`) and, after each of its
 log windows (`train`'s hook), as many steps of a plain nanoGPT-style loop (batch, forward, backward, clip,
-AdamW step, nothing else) over a model of the same shape, batch and optimizer, in the same process: the two take turns, so both
-meet the same machine state. The first window of each is warm-up; the figures are medians of the rest.
+AdamW step, nothing else) over a model of the same shape, batch and optimizer, in the same process: the two
+take turns, so both meet the same machine state. The first window of each is warm-up; the figures are
+medians of the rest.
 
     python bench.py                                        # GPT tiny on CPU, in seconds
     python bench.py --model bert --pos rope                # BERT with rotary positions (learned: a table)

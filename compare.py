@@ -35,9 +35,9 @@ from model import Config, Transformer, num_params
 from schedule import BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, model_config, stages_for
 
 # two-sided 95% quantiles of Student's t by degrees of freedom, 1..30 (`t95` goes beyond)
-T95 = [None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
-       2.042]
+T95 = [None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+       2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+       2.045, 2.042]
 QUARTERS = (25, 50, 75, 100)
 
 
@@ -162,8 +162,8 @@ def summarize(method, rows):
                diff_ci95=half, verdict=verdict if method != BASELINE else '-', reached=len(reached))
     for key in ('flops_saved', 'time_saved', 'mean_depth', 'flops_total'):
         out[key], out[key + '_sd'] = mean_sd([r[key] for r in rows])
-    # a saving is a mean only where every seed has one: a seed that never reached L* has none, and a mean of the
-    # others would rise because a seed failed; the table then shows each seed's value instead
+    # a saving is a mean only where every seed has one: a seed that never reached L* has none, and a mean of
+    # the others would rise because a seed failed; the table then shows each seed's value instead
     for key in ('flops_saved', 'time_saved'):
         out[key + '_seeds'] = [r[key] for r in rows]
         if None in out[key + '_seeds']:
@@ -216,7 +216,8 @@ def table(summary, per_seed, jobs):
                      f"{saved(r, 'flops_saved'):>14} {saved(r, 'time_saved'):>14} "
                      f"{pm(r['mean_depth'], None, '.2f'):>6} " +
                      ' '.join(f"{pm(r[f'loss_at_{q}pct'], None, '.4f'):>9}" for q in QUARTERS))
-    lines.append("FLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never); loss@x%: "
+    lines.append("FLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never); "
+                 "loss@x%: "
                  "mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the same "
                  "--jobs" +
                  (f" (these: --jobs {jobs})." if jobs else "."))
@@ -321,7 +322,7 @@ def band(curves, points=200):
 # ----------------------------------------------------------------------------- --plan
 
 def show_plan(args):
-    """--plan: each method's schedule in words (schedule.plan), the methods of --compare side by side, and with
+    """--plan: each method's schedule in words (`schedule.plan`), the methods of --compare side by side, with
     matplotlib their mean executed depth and learning rate against the FLOPs clock in out_dir/plan.png.
     Trains nothing. Returns {method: (lines, series)}."""
     methods = args.compare.split(',') if args.compare else [args.method]
@@ -592,7 +593,8 @@ def comparison(args):
 
 
 def budget_sweep(argv):
-    """`python compare.py OUT_A OUT_B ... --plot PNG`: each method's FLOPs saved against tokens per parameter."""
+    """`python compare.py OUT_A OUT_B ... --plot PNG`: each method's FLOPs saved against tokens per
+    parameter."""
     p = argparse.ArgumentParser(description="A budget sweep: the FLOPs each method saves against tokens per "
                                 "parameter, from comparisons (python grow.py --compare ...) of one setting "
                                 "at several --max_steps.")

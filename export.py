@@ -25,7 +25,7 @@ def main(argv=None):
     """`python export.py --out_dir out --to hf_model [--force]`, or grow.py's flags with --export_hf."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if not any(a.split('=')[0] == '--export_hf' for a in argv):
-        p = argparse.ArgumentParser(description='Export a nanogrow checkpoint to a Hugging Face model folder.')
+        p = argparse.ArgumentParser(description='A nanogrow checkpoint as a Hugging Face model folder.')
         p.add_argument('--out_dir', default='out', help='the run whose ckpt.pt to export')
         p.add_argument('--to', required=True, help='the folder to write')
         p.add_argument('--force', action='store_true', help='replace a non-empty folder')

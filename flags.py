@@ -109,10 +109,10 @@ def training_flags(a):
     a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps "
       "steps (the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal "
       "compute)")
-    a('--stage_clock', default='steps', choices=('steps', 'flops'), help="--budget flops: where stages start and "
-      "the LR schedule runs: at fractions of the method's own steps, their number solved so that it spends "
-      "scratch's FLOPs (steps, default: the papers' schedules are fractions of their steps), or at fractions of "
-      "the FLOPs spent (flops: a cheap stage then takes more of the method's steps)")
+    a('--stage_clock', default='steps', choices=('steps', 'flops'), help="--budget flops: where stages start "
+      "and the LR schedule runs: at fractions of the method's own steps, their number solved so that it spends "
+      "scratch's FLOPs (steps, default: the papers' schedules are fractions of their steps), or at fractions "
+      "of the FLOPs spent (flops: a cheap stage then takes more of the method's steps)")
     a('--batch_size', type=int, default=32, help='sequences per micro-batch')
     a('--grad_accum', type=int, default=1, help='micro-batches per optimizer step')
     a('--lr', type=float, default=None, help='peak learning rate (default 1e-3; BERT 5e-4: a post-LN BERT of '

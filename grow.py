@@ -93,7 +93,7 @@ def train(args, request=None, hook=None):
         progress.add_step(depths, run.step_tokens, rt.all_sum(flops)[0] if rt.ddp else flops)
         run.window.add(depths, loss_sum / args.grad_accum, optimizer.found_inf, lr)
         run.window.warmed(progress, run.watch)  # (the first step after a start or growth: not in the rates)
-        run.ran += depths
+        run.executed += depths
         run.paths += [layers] if stage['path'] else []
         if progress.step % args.log_interval == 0:
             log_train(run)  # the loop's one wait for the device between evaluations
@@ -121,12 +121,12 @@ class Run:
     sampler: np.random.Generator = None  # Apollo's depths and RaPTr's paths: seeded alike on every rank
     progress: 'Progress' = None
     log: 'Log' = None
-    window: 'Window' = None   # the steps since the last train log line
+    window: 'LogWindow' = None  # the steps since the last train log line
     watch: Stopwatch = None
     scaler: torch.amp.GradScaler = None  # float16's loss scale (`Runtime.scaler`)
     step_tokens: int = 0      # tokens per optimizer step, all ranks: the same in every stage
     val_loss: float = None
-    ran: list = field(default_factory=list)    # every executed depth (tests and the summary)
+    executed: list = field(default_factory=list)  # every executed depth (tests and the summary)
     paths: list = field(default_factory=list)  # every RaPTr path
 
 
@@ -155,7 +155,7 @@ def start(args):
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
                   wandb=start_wandb(args) if args.wandb and rt.master else None)
     describe(run)
-    run.watch, run.window = Stopwatch(rt.device), Window.at(run.progress, cold=True)
+    run.watch, run.window = Stopwatch(rt.device), LogWindow.at(run.progress, cold=True)
     return run
 
 
@@ -182,7 +182,7 @@ def finish(run, request, done):
                                               f"{progress.step} with a checkpoint; {resume}")
         rt.say(f"stopped at step {progress.step}; {resume}")
     return dict(step=progress.step, val_loss=run.val_loss, flops=progress.flops, tokens=progress.tokens,
-                model=run.model, depths=run.ran, paths=run.paths, graphs=compiled_graphs(args))
+                model=run.model, depths=run.executed, paths=run.paths, graphs=compiled_graphs(args))
 
 
 @dataclass
@@ -206,7 +206,7 @@ class Progress:
 
 
 @dataclass
-class Window:
+class LogWindow:
     """The steps since the last train log line: the counters where it began (the line's rates), and each
     step's depths, learning rate, loss and skip flag. Losses and flags stay on the device until `settle`
     reads them, since reading waits for the device: the loop reads when it logs, evaluates or grows."""
@@ -224,7 +224,7 @@ class Window:
 
     @staticmethod
     def at(progress, cold=False):
-        window = Window(progress.step, progress.train_time, progress.tokens, progress.flops)
+        window = LogWindow(progress.step, progress.train_time, progress.tokens, progress.flops)
         if cold:
             window.mark_cold(progress)
         return window
@@ -370,7 +370,7 @@ def grow_at_boundary(run, i):
     old, new = run.stages[progress.stage_index], run.stages[i]
     at = evaluation_depth(args, run.model.cfg)
     loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **at)
-    run.model, run.optimizer, src = grow(run.model, run.optimizer, new, run.depth_op, args)
+    run.model, run.optimizer, src = grow_to(new, run.model, run.optimizer, run.depth_op, args)
     if args.compile:
         compile_blocks(run.model, new, probe, rt)
     loss_after, grad_after = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
@@ -388,7 +388,7 @@ def grow_at_boundary(run, i):
     return run.model, run.optimizer
 
 
-def grow(model, optimizer, stage, op, args):
+def grow_to(stage, model, optimizer, op, args):
     """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider
     (`widen`); carry the optimizer. The AdamW moments follow the weights through the growth's one map
     (`growth_map`: --opt_state copy: the block each new block was copied from, then the width tiling, scaled
@@ -444,7 +444,7 @@ def log_train(run):
            (f" | mfu {100 * mfu:.1f}%" if mfu else "") +
            (f" | {rec['graphs']} graphs compiled" if args.compile else "") +
            f" | eta {duration(budget.to_go(position) * seconds / max(flops, 1e-9))}")
-    run.window = Window.at(progress)
+    run.window = LogWindow.at(progress)
 
 
 def settle(run):
@@ -455,8 +455,8 @@ def settle(run):
     if window.read == len(window.bad):
         return window.losses[-1].item() if window.losses else None
     losses = torch.stack(window.losses[window.read:]).tolist()
-    flags = torch.stack(window.bad[window.read:]).tolist()
-    for step, (loss, bad) in enumerate(zip(losses, flags), start=window.step + window.read + 1):
+    skipped = torch.stack(window.bad[window.read:]).tolist()
+    for step, (loss, bad) in enumerate(zip(losses, skipped), start=window.step + window.read + 1):
         progress.skips, lr = progress.skips + 1 if bad else 0, window.lrs[step - window.step - 1]
         if not bad:
             continue

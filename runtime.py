@@ -192,7 +192,7 @@ class Stopwatch:
         self.mark = time.perf_counter()
 
     def peek(self):
-        """Seconds since the mark, on the host's clock, without waiting for the device (see Window.warmed)."""
+        """Seconds since the mark, on the host's clock, without waiting for the device (see grow.LogWindow.warmed)."""
         return time.perf_counter() - self.mark
 
 

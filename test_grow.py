@@ -656,7 +656,7 @@ def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_o
     old(x, x)[1].backward()
     opt.step()
     stage = dict(n_blocks=4, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
-    grown, new_opt, _ = grow.grow(old, opt, stage, 'fresh', args)
+    grown, new_opt, _ = grow.grow_to(stage, old, opt, 'fresh', args)
     for name, p in grown.named_parameters():
         fresh = name.startswith('blocks.') and int(name.split('.')[1]) >= k_old
         assert (p in new_opt.state) != fresh, name
@@ -738,7 +738,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
         opt.step()
         opt.zero_grad()
     stage = dict(n_blocks=6, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
-    new, new_opt, src = grow.grow(model, opt, stage, 'stack', args)
+    new, new_opt, src = grow.grow_to(stage, model, opt, 'stack', args)
     assert src == [0, 1, 2, 0, 1, 2] and len(model.blocks) == 3 and len(new.blocks) == 6
     old_names = dict(model.named_parameters())
     for name, p in new.named_parameters():
@@ -766,7 +766,7 @@ def test_width_moments_follow_the_tiling():
     opt.step()
     # depth x2 (stack), hidden x2, FFN x4
     stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1, path=None)
-    new, new_opt, _ = grow.grow(model, opt, stage, 'stack', args)
+    new, new_opt, _ = grow.grow_to(stage, model, opt, 'stack', args)
     assert (model.cfg.d_ff, new.cfg.d_ff, model.cfg.n_embd, new.cfg.n_embd) == (64, 256, 32, 64)
     st = lambda o, p: o.state[p]  # noqa: E731
     old_fc2 = st(opt, model.blocks[1].mlp.c_proj.weight)   # (32, 64): new block 3 <- old block 1
