@@ -207,8 +207,9 @@ def parse_args(argv=None):
         args = resumed(args, typed, ckpt['args'], path)
     check(args, typed)
     if args.size == 'auto':
-        args.size = 'small' if pick_device(args) == 'cuda' else 'tiny'
-        print(f"--size auto: {args.size} on {pick_device(args)}")
+        device = pick_device(args)
+        args.size = 'small' if device == 'cuda' else 'tiny'
+        print(f"--size auto: {args.size} on {device}")
     return args
 
 

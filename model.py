@@ -89,19 +89,15 @@ def map_layers(k, d, how='interpolate'):
 def draw_depth(k, L, how, rng):
     """Apollo's depth for one training step of a model owning k of L blocks (Apollo, Table 1).
 
-    lvps (low-value-prioritised sampling, Eqs. 7-10): an inverse-proportional curve y = m / (x + n) with
-      x ~ U(x_min, 1), fitted so that y(x_min) = a = L/k + 0.4 and y(1) = b = 0.6, clipped to [1, L/k];
-      d = floor(k * y). Shallow depths are cheap, so they get most of the mass (P(d = k) ~ 0.64-0.74 for
+    lvps (low-value-prioritised sampling, Eqs. 7-10): y on `lvps_curve` at x ~ U(x_min, 1), clipped to
+      [1, L/k]; d = floor(k * y). Shallow depths are cheap, so they get most of the mass (P(d = k) ~ 0.64-0.74 for
       L = 12), while the deep ones still come up often enough to teach the few blocks the deep function.
     us: uniform on {k..L}.  es: k or L with probability 1/2 each.  fs: always L.  none: always k.
     `rng` is a numpy Generator of its own: seeded alike on every rank, so all ranks run the same depth.
     """
     if how == 'lvps':
-        r, b, x_min = L / k, 0.6, 1e-6
-        a = r + 0.4
-        n = (a * x_min - b) / (b - a)
-        m = b * (n + 1)
-        y = min(max(m / (rng.uniform(x_min, 1) + n), 1.0), r)
+        m, n, x_min = lvps_curve(k, L)
+        y = min(max(m / (rng.uniform(x_min, 1) + n), 1.0), L / k)
         return int(k * y)
     if how == 'us':
         return int(rng.integers(k, L + 1))
@@ -114,15 +110,20 @@ def draw_depth(k, L, how, rng):
     raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
 
 
+def lvps_curve(k, L):
+    """LVPS's curve y = m / (x + n) for x in (x_min, 1), through y(x_min) = a = L/k + 0.4 and y(1) = b = 0.6
+    (Apollo, Eqs. 7-10; the official code's constants): (m, n, x_min)."""
+    a, b, x_min = L / k + 0.4, 0.6, 1e-6
+    n = (a * x_min - b) / (b - a)
+    return b * (n + 1), n, x_min
+
+
 def depth_probabilities(k, L, how):
     """The exact distribution of `draw_depth`: {depth: probability}. For lvps, y(x) = m / (x + n) decreases in
     x ~ U(x_min, 1), so d = floor(k * y) >= j exactly when x <= m k / j - n: P(d >= j) is that interval's
     share of (x_min, 1), and the clip to [1, L/k] keeps d in k..L."""
     if how == 'lvps':
-        r, b, x_min = L / k, 0.6, 1e-6
-        a = r + 0.4
-        n = (a * x_min - b) / (b - a)
-        m = b * (n + 1)
+        m, n, x_min = lvps_curve(k, L)
         at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min)))
                             for j in range(k + 1, L + 1)]
         return {k + i: p - q for i, (p, q) in enumerate(zip(at_least, at_least[1:] + [0.0])) if p > q}

@@ -6,7 +6,7 @@ budget (`Budget`: steps, or FLOPs in steps of the target) and --plan's descripti
 is checked before anything trains: bad input is one line naming the flag and what would be valid.
 """
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -39,7 +39,7 @@ class Method:
     depth_op: str = None      # how depth grows at a boundary (`deepen`); None: the model never deepens
     draws: str = None         # what each step draws with the run's sampler: 'depth' (Apollo), 'path' (RaPTr)
     dims: tuple = ()          # dimensions grown besides depth (--grow's default)
-    defaults: dict = field(default_factory=dict)  # its defaults of its own flags (DRAW_FLAGS)
+    sampling: str = None      # the depth it draws by default (--sampling; draws 'depth' only)
     check: Callable = None    # its own validation of (args, stages): raises InputError
 
     @property
@@ -60,7 +60,7 @@ BASELINE = 'scratch'  # the method every comparison measures against
 
 METHODS = {
     'apollo': Method('Apollo, Pan et al. AAAI 2024 (Eqs. 7-12)', lambda L: [1, L // 4, L // 2, L],
-                     [0.05, 0.1, 0.25], 'interpolate', draws='depth', defaults=dict(sampling='lvps')),
+                     [0.05, 0.1, 0.25], 'interpolate', draws='depth', sampling='lvps'),
     'scratch': Method('the target trained from random initialisation: the baseline', lambda L: [L]),
     # StackBERT's stages last 50k, 70k and 280k of 400k updates: growths at 12.5% and 30%, which interpolate
     # shares so that the two operators differ in nothing else
@@ -248,7 +248,7 @@ def depth_sampling(args):
     """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods and for
     --sampling none, which draws nothing: each stage trains, is evaluated and grows at its own k blocks (the
     paper's "w/o sampling" ablation, interpolation on Apollo's schedule)."""
-    sampling = args.sampling or METHODS[args.method].defaults.get('sampling')
+    sampling = args.sampling or METHODS[args.method].sampling
     return None if sampling == 'none' else sampling, args.layer_map or 'interpolate'
 
 
