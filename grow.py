@@ -520,13 +520,15 @@ def main(argv=None):
             stream.reconfigure(line_buffering=True)
 
     def body():
-        args = flags.parse_args(argv)
+        args, typed = flags.parse(argv)
         script = next((script for flag, script in MODES if getattr(args, flag)), None)
-        if script and argv is None:  # as a command: the script takes this process over
+        if script:  # checked here, resumed and run there
+            flags.check(args, typed)
+            if argv is not None:  # (called from Python, as the tests do: a process must not replace its caller)
+                raise InputError(f"this mode of grow.py is {script}'s: call its main, or run python grow.py")
             os.execv(sys.executable, [sys.executable, os.path.join(os.path.dirname(__file__), script),
                                       *sys.argv[1:]])
-        if script:  # (called from Python, as the tests do: a process must not replace its caller)
-            raise InputError(f"this mode of grow.py is {script}'s: call its main, or run python grow.py")
+        args = flags.parse_args(argv)
         try:
             with StopRequest() as request:
                 return train(args, request)
