@@ -79,7 +79,7 @@ class Plain:
         start = time.perf_counter()
         for _ in range(n):
             for _ in range(self.args.grad_accum):
-                x, y = self.batches.next(self.stage['batch'], self.stage['seq'])
+                x, y = self.batches.next(self.stage.batch, self.stage.seq)
                 x, y = x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
                 with self.rt.autocast():
                     _, loss = self.forward(x, y)

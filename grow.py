@@ -72,13 +72,13 @@ def train(args, request=None, hook=None):
         loss_sum, flops = torch.zeros((), device=rt.device), 0
         for micro in range(args.grad_accum):
             depth = depths[micro % len(depths)]
-            x, y = run.batches.next(stage['batch'], stage['seq'])
+            x, y = run.batches.next(stage.batch, stage.seq)
             flops += micro_batch_flops(model.cfg, depth, stage, y)
             x, y, masked = rt.put(x, y, data.masked_positions(y, model.cfg.kind))
             # DDP averages the gradients across ranks once per step, on the last micro-batch
             sync = not rt.ddp or micro == args.grad_accum - 1
             with nullcontext() if sync else net.no_sync(), rt.autocast():
-                loss = net(x, y, depth=depth, layer_map=layers, pool=stage['pool'], masked=masked)[1]
+                loss = net(x, y, depth=depth, layer_map=layers, pool=stage.pool, masked=masked)[1]
             run.scaler.scale(loss / args.grad_accum).backward()  # (scaled under float16 only)
             loss_sum += loss.detach()
         run.scaler.unscale_(optimizer)
@@ -94,7 +94,7 @@ def train(args, request=None, hook=None):
         run.window.add(depths, loss_sum / args.grad_accum, optimizer.found_inf, lr)
         run.window.warmed(progress, run.watch)  # (the first step after a start or growth: not in the rates)
         run.executed += depths
-        run.paths += [layers] if stage['path'] else []
+        run.paths += [layers] if stage.path else []
         if progress.step % args.log_interval == 0:
             log_train(run)  # the loop's one wait for the device between evaluations
             if hook:
@@ -266,7 +266,7 @@ def start_or_resume(run):
     args, rt, cfg, (meta, train_tokens, _) = run.args, run.rt, run.cfg, run.corpus
     ckpt, ckpt_path = read_checkpoint(args.out_dir, say=lambda *_: None) if args.resume else (None, None)
     torch.manual_seed(args.seed)
-    first = {k: run.stages[0][k] for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
+    first = {k: getattr(run.stages[0], k) for k in ('n_blocks', 'n_embd', 'n_head', 'd_ff')}
     run.model = Transformer(Config(**ckpt['config']) if ckpt else replace(cfg, **first)).to(rt.device)
     run.optimizer = optimizer_of(run.model, args)
     if rt.ddp:  # the same initial weights, then each rank its own dropout masks (nanoGPT: seed + rank)
@@ -377,7 +377,7 @@ def grow_at_boundary(run, i):
     record = dict(op=run.depth_op, src=src, loss_before=loss_before, loss_after=loss_after,
                   grad_norm_before=grad_before, grad_norm_after=grad_after)
     for key, name in GROWN.items():
-        record['old_' + name], record['new_' + name] = old[key], new[key]
+        record['old_' + name], record['new_' + name] = getattr(old, key), getattr(new, key)
     run.log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops,
                   time=progress.train_time, graphs=compiled_graphs(args), **record)
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {', '.join(changes(old, new))} | "
@@ -397,10 +397,10 @@ def grow_to(stage, model, optimizer, op, args):
     new index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of
     each new block, None when depth did not grow)."""
     grown, src, tiles = model, None, {}
-    if stage['n_blocks'] > len(model.blocks):
-        grown, src = deepen(grown, stage['n_blocks'], op, args.depth_noise or 0.0)
-    if (stage['n_embd'], stage['d_ff']) != (grown.cfg.n_embd, grown.cfg.d_ff):
-        grown, tiles = widen(grown, stage['n_embd'], stage['d_ff'])
+    if stage.n_blocks > len(model.blocks):
+        grown, src = deepen(grown, stage.n_blocks, op, args.depth_noise or 0.0)
+    if (stage.n_embd, stage.d_ff) != (grown.cfg.n_embd, grown.cfg.d_ff):
+        grown, tiles = widen(grown, stage.n_embd, stage.d_ff)
     new_optimizer = optimizer_of(grown, args)
     if args.opt_state != 'reset':
         # (slots: block i keeps old block i's moments, so the depth map is left out; new indices get none)
@@ -434,7 +434,7 @@ def log_train(run):
     depth = window.depths[-1]
     rec = run.log.write(type='train', step=progress.step, loss=loss, lr=lr, depth=depth,
                         depths=window.depths, stage=progress.stage_index + 1,
-                        seq=stages[progress.stage_index]['seq'], tokens=progress.tokens, flops=progress.flops,
+                        seq=stages[progress.stage_index].seq, tokens=progress.tokens, flops=progress.flops,
                         time=progress.train_time, tok_per_s=tokens / seconds,
                         mfu=mfu, graphs=compiled_graphs(args))
     where = f"step {rec['step']} ({budget.where(position)})" if budget.by_flops else budget.where(position)

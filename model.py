@@ -90,8 +90,8 @@ def draw_depth(k, L, how, rng):
     """Apollo's depth for one training step of a model owning k of L blocks (Apollo, Table 1).
 
     lvps (low-value-prioritised sampling, Eqs. 7-10): y on `lvps_curve` at x ~ U(x_min, 1), clipped to
-      [1, L/k]; d = floor(k * y). Shallow depths are cheap, so they get most of the mass (P(d = k) ~ 0.64-0.74 for
-      L = 12), while the deep ones still come up often enough to teach the few blocks the deep function.
+      [1, L/k]; d = floor(k * y). Shallow depths are cheap, so they get most of the mass (P(d = k) ~
+      0.64-0.74 for L = 12), while the deep ones still come up often enough to teach the few blocks the deep function.
     us: uniform on {k..L}.  es: k or L with probability 1/2 each.  fs: always L.  none: always k.
     `rng` is a numpy Generator of its own: seeded alike on every rank, so all ranks run the same depth.
     """
@@ -631,7 +631,7 @@ def micro_batch_flops(cfg, depth, stage, y):
     """The FLOPs of one micro-batch: BERT's head runs on the masked positions only, and a pooled stage also
     runs one query per masked position (padded to the most in any window)."""
     if cfg.kind == 'gpt':
-        return flops_per_step(cfg, depth, y.numel(), stage['seq'])
+        return flops_per_step(cfg, depth, y.numel(), stage.seq)
     masked = y.numpy() != -100  # (the host's copy: counting it waits for no device)
-    queries = int(masked.sum(1).max()) if stage['pool'] > 1 else 0
-    return flops_per_step(cfg, depth, y.numel(), stage['seq'], int(masked.sum()), stage['pool'], queries)
+    queries = int(masked.sum(1).max()) if stage.pool > 1 else 0
+    return flops_per_step(cfg, depth, y.numel(), stage.seq, int(masked.sum()), stage.pool, queries)

@@ -192,7 +192,7 @@ class Stopwatch:
         self.mark = time.perf_counter()
 
     def peek(self):
-        """Seconds since the mark, on the host's clock, without waiting for the device (see grow.LogWindow.warmed)."""
+        """Seconds since the mark, on the host's clock, without waiting for the device (`grow.LogWindow.warmed`)."""
         return time.perf_counter() - self.mark
 
 
@@ -211,10 +211,10 @@ def compile_blocks(model, stage, probe, rt):
     back and no gradient is left."""
     for module in [*model.blocks] + [model.lm_loss] * hasattr(model, 'lm_loss'):
         module.compile()
-    x, y = (t.reshape(stage['batch'], stage['seq']).to(rt.device) for t in probe)
+    x, y = (t.reshape(stage.batch, stage.seq).to(rt.device) for t in probe)
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if rt.device == 'cuda' else []):
         with rt.autocast():
-            loss = model(x, y, pool=stage['pool'])[1]
+            loss = model(x, y, pool=stage.pool)[1]
         loss.backward()
     model.zero_grad(set_to_none=True)
 

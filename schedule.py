@@ -47,6 +47,23 @@ class Method:
         return bool(self.stage_at)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A stretch of a run with one model shape (`stages_for`): where it starts and ends on the run's clock,
+    the model it trains, and its micro-batch of `batch` windows of `seq` tokens (the same tokens in every
+    stage)."""
+    start: int
+    end: int
+    n_blocks: int             # weight blocks (RaPTr: all L)
+    n_embd: int
+    n_head: int
+    d_ff: int
+    seq: int                  # tokens per window
+    batch: int                # windows per micro-batch
+    pool: int = 1             # --length_op pool: the window's embeddings mean-pooled by this factor
+    path: int = None          # RaPTr: the layers its random path runs
+
+
 def check_paths(args, n_blocks):
     """RaPTr's own rules: its stages are path lengths, and it owns every block from the start."""
     if n_blocks[0] < 2 or args.depth_op or args.depth_noise is not None:
@@ -136,10 +153,10 @@ def stages_for(args, cfg):
                              f"could not stay constant")
         embd, pool = fractions['embd_stages'][i], cfg.block_size // seq if pooled else 1  # (seq divides T)
         # truncate: `batch` windows of `seq` tokens; pool: full windows, each run as seq / pool positions
-        stages.append(dict(n_blocks=n_blocks[i], n_embd=int(embd * cfg.n_embd),
-                           n_head=int(embd * cfg.n_head), d_ff=int(fractions['ffn_stages'][i] * cfg.d_ff),
-                           seq=seq * pool, batch=args.batch_size * cfg.block_size // (seq * pool), pool=pool,
-                           path=paths[i]))
+        stages.append(Stage(0, 0, n_blocks=n_blocks[i], n_embd=int(embd * cfg.n_embd),
+                            n_head=int(embd * cfg.n_head), d_ff=int(fractions['ffn_stages'][i] * cfg.d_ff),
+                            seq=seq * pool, batch=args.batch_size * cfg.block_size // (seq * pool), pool=pool,
+                            path=paths[i]))
     return place(args, cfg, stages, stage_at), op
 
 
@@ -161,9 +178,9 @@ def place(args, cfg, stages, stage_at):
     starts, ends = bounds(stage_at, length)
     if starts[-1] >= length:
         of = f"--max_steps {length}" if length == args.max_steps else f"its own {length} steps"
-        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of {of}: it would never train; use "
-                         f"earlier fractions or more --max_steps")
-    return [dict(st, start=s, end=e) for st, s, e in zip(stages, starts, ends)]
+        raise InputError(f"--stage_at puts the last stage at step {starts[-1]} of {of}: it would never train; "
+                         f"use earlier fractions or more --max_steps")
+    return [replace(st, start=s, end=e) for st, s, e in zip(stages, starts, ends)]
 
 
 def bounds(stage_at, length):
@@ -259,7 +276,8 @@ GROWN = {'n_blocks': 'blocks', 'path': 'path', 'n_embd': 'n_embd', 'd_ff': 'd_ff
 
 def changes(old, new):
     """What a growth from stage `old` to stage `new` changes, in words ('blocks 3 -> 6')."""
-    return [f"{name} {old[key]} -> {new[key]}" for key, name in GROWN.items() if old[key] != new[key]]
+    return [f"{name} {getattr(old, key)} -> {getattr(new, key)}" for key, name in GROWN.items()
+            if getattr(old, key) != getattr(new, key)]
 
 
 def draw_step(args, stage, model, rng):
@@ -268,8 +286,8 @@ def draw_step(args, stage, model, rng):
     micro-batch with --sample_per micro (the official code's granularity); RaPTr draws one random path of the
     stage's length per step (`random_path`); the others run their k blocks."""
     k, (sampling, layer_map) = len(model.blocks), depth_sampling(args)
-    if stage['path']:
-        path = random_path(k, stage['path'], rng)
+    if stage.path:
+        path = random_path(k, stage.path, rng)
         return [len(path)], path
     if not sampling:
         return [k], layer_map
@@ -282,11 +300,11 @@ def stage_lines(args, stages, depth_op, budget):
     sampling, layer_map = depth_sampling(args)
     lines = []
     for i, st in enumerate(stages):
-        lines.append(f"stage {i + 1}/{len(stages)} from {budget.where(st['start'])}: {st['n_blocks']} blocks, "
-                     f"n_embd {st['n_embd']}, d_ff {st['d_ff']}, T {st['seq']}" +
-                     (f" pooled to {st['seq'] // st['pool']}" if st['pool'] > 1 else "") +
-                     f" x batch {st['batch']}" + (f", grown by {depth_op}" if i and depth_op else "") +
-                     (f", random paths of {st['path']} layers" if st['path'] else "") +
+        lines.append(f"stage {i + 1}/{len(stages)} from {budget.where(st.start)}: {st.n_blocks} blocks, "
+                     f"n_embd {st.n_embd}, d_ff {st.d_ff}, T {st.seq}" +
+                     (f" pooled to {st.seq // st.pool}" if st.pool > 1 else "") +
+                     f" x batch {st.batch}" + (f", grown by {depth_op}" if i and depth_op else "") +
+                     (f", random paths of {st.path} layers" if st.path else "") +
                      (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
     return lines
 
@@ -301,7 +319,7 @@ def evaluation_depth(args, cfg):
 def stage_of(position, stages):
     """Index of the stage that trains at `position` (stages whose start rounds to the same step are
     skipped)."""
-    return max(i for i, stage in enumerate(stages) if stage['start'] <= position)
+    return max(i for i, stage in enumerate(stages) if stage.start <= position)
 
 
 def fmt(values):
@@ -417,8 +435,8 @@ class Budget:
 
 def make_budget(args, cfg, stages, world=1):
     """The Budget of a run (`world` processes): its clock and the expected FLOPs of a step of each stage."""
-    return Budget(stages[-1]['end'], args.budget == 'flops' and args.stage_clock == 'flops',
-                  step_flops(args, cfg, None, world), [st['start'] for st in stages],
+    return Budget(stages[-1].end, args.budget == 'flops' and args.stage_clock == 'flops',
+                  step_flops(args, cfg, None, world), [st.start for st in stages],
                   [step_flops(args, cfg, st, world) for st in stages])
 
 
@@ -430,18 +448,18 @@ def step_flops(args, cfg, stage, world=1):
     if stage is None:
         return flops_per_step(cfg, cfg.n_layer, tokens, cfg.block_size, head)
     depth = mean_depth(stage_depths(args, cfg, stage))
-    shape = replace(cfg, n_embd=stage['n_embd'], n_head=stage['n_head'], d_ff=stage['d_ff'])
-    queries = math.ceil(args.mask_rate * stage['seq']) if stage['pool'] > 1 else 0
-    return flops_per_step(shape, depth, tokens, stage['seq'], head, stage['pool'], queries)
+    shape = replace(cfg, n_embd=stage.n_embd, n_head=stage.n_head, d_ff=stage.d_ff)
+    queries = math.ceil(args.mask_rate * stage.seq) if stage.pool > 1 else 0
+    return flops_per_step(shape, depth, tokens, stage.seq, head, stage.pool, queries)
 
 
 def stage_depths(args, cfg, stage):
     """The depths a stage executes and their probabilities: Apollo's draw (`depth_probabilities`), the
     length of RaPTr's path, or the stage's blocks."""
     sampling, _ = depth_sampling(args)
-    if stage['path']:
-        return {stage['path']: 1.0}
-    return depth_probabilities(stage['n_blocks'], cfg.n_layer, sampling or 'none')
+    if stage.path:
+        return {stage.path: 1.0}
+    return depth_probabilities(stage.n_blocks, cfg.n_layer, sampling or 'none')
 
 
 def mean_depth(depths):
@@ -460,22 +478,22 @@ def plan(args, cfg):
     stages, op = stages_for(args, cfg)
     budget = make_budget(args, cfg, stages)
     total = args.max_steps * budget.scratch_step  # what scratch spends
-    spent = [(st['end'] - st['start']) * (budget.scratch_step if budget.by_flops else f)
+    spent = [(st.end - st.start) * (budget.scratch_step if budget.by_flops else f)
              for st, f in zip(stages, budget.step_flops)]
     lines = [f"{args.method} ({METHODS[args.method].paper}): {cfg.kind} {args.size}, {cfg.n_layer} layers of "
              f"n_embd {cfg.n_embd}, {clock_words(args, budget)} of "
              f"{args.batch_size * args.grad_accum * cfg.block_size:,} tokens; " + lr_words(args, budget)]
     for i, (st, flops) in enumerate(zip(stages, spent)):
         if i:
-            lr = lr_at(st['start'], args, budget, since_growth=0)
+            lr = lr_at(st.start, args, budget, since_growth=0)
             lines.append(f"  {growth_words(stages[i - 1], st, op)}; lr {lr:.2e}")
         steps = flops / budget.step_flops[i]
         depths = stage_depths(args, cfg, st)
         mean = mean_depth(depths)
-        lines.append(f"stage {i + 1}/{len(stages)}: clock {st['start']:g}-{st['end']:g}, {steps:,.0f} steps, "
+        lines.append(f"stage {i + 1}/{len(stages)}: clock {st.start:g}-{st.end:g}, {steps:,.0f} steps, "
                      f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "
-                     f"blocks {st['n_blocks']}, "
-                     f"d_ff {st['d_ff']}, n_embd {st['n_embd']}, T {st['seq']}; depth " +
+                     f"blocks {st.n_blocks}, "
+                     f"d_ff {st.d_ff}, n_embd {st.n_embd}, T {st.seq}; depth " +
                      (' '.join(f"{d}:{p:.3f}" for d, p in depths.items()) + f" (mean {mean:.2f})"
                       if len(depths) > 1 else f"{mean:g}") + layer_words(args, cfg, st))
     lines.append(f"total: {sum(spent):.3e} FLOPs, {100 * sum(spent) / total:.1f}% of scratch's {total:.3e}")
@@ -501,9 +519,9 @@ def lr_words(args, budget):
 
 def growth_words(old, new, op):
     """A growth between two stages: what changes, and where each new block comes from."""
-    words = f"growth at clock {new['start']:g}: " + ', '.join(changes(old, new))
-    if new['n_blocks'] > old['n_blocks']:
-        src = depth_source(old['n_blocks'], new['n_blocks'], op)
+    words = f"growth at clock {new.start:g}: " + ', '.join(changes(old, new))
+    if new.n_blocks > old.n_blocks:
+        src = depth_source(old.n_blocks, new.n_blocks, op)
         words += f" by {op} (new block <- old: {','.join('new' if j is None else str(j) for j in src)})"
     return words
 
@@ -511,11 +529,11 @@ def growth_words(old, new, op):
 def layer_words(args, cfg, stage):
     """Which block each executed layer runs, where that is not simply layer t -> block t."""
     sampling, layer_map = depth_sampling(args)
-    if stage['path']:
-        return (f"; a random path: layers 0 and {cfg.n_layer - 1} and {stage['path'] - 2} others drawn per "
+    if stage.path:
+        return (f"; a random path: layers 0 and {cfg.n_layer - 1} and {stage.path - 2} others drawn per "
                 f"step")
-    if sampling and stage['n_blocks'] < cfg.n_layer:
-        blocks = map_layers(stage['n_blocks'], cfg.n_layer, layer_map)
+    if sampling and stage.n_blocks < cfg.n_layer:
+        blocks = map_layers(stage.n_blocks, cfg.n_layer, layer_map)
         return f"; at depth {cfg.n_layer} layer t runs block {fmt(blocks)}"
     return ""
 
@@ -528,7 +546,7 @@ def plan_series(args, cfg, stages, budget):
         i = stage_of(position, stages)
         at = min(position, budget.steps - 1)
         # (--rewarmup counts optimizer steps; a unit of the FLOPs clock is scratch's step)
-        since = (at - stages[i]['start']) * (budget.scratch_step / budget.step_flops[i] if budget.by_flops else 1)
+        since = (at - stages[i].start) * (budget.scratch_step / budget.step_flops[i] if budget.by_flops else 1)
         x = position / budget.steps if budget.by_flops else flops / total
         series.append((x, means[i], lr_at(at, args, budget, since if i else None)))
         flops += budget.step_flops[i]

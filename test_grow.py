@@ -54,7 +54,8 @@ def command(argv):
     """The main that `python grow.py ARGV` runs: grow.py's, or the script of its mode (grow.MODES)."""
     names = {a.split('=')[0] for a in argv if isinstance(a, str)}
     script = next((script for flag, script in grow.MODES if f'--{flag}' in names), 'grow.py')
-    return dict(zip(('grow.py', 'compare.py', 'sample.py', 'export.py'), (grow, compare, sample, export)))[script].main
+    scripts = {'grow.py': grow, 'compare.py': compare, 'sample.py': sample, 'export.py': export}
+    return scripts[script].main
 
 
 def run(corpus, out, *argv):
@@ -546,7 +547,8 @@ def test_raptr_scales_the_drawn_layers_and_keeps_the_ends_unscaled():
         seen = {}
         for i in (0, 2, 5):
             for name, module in (('block', m.blocks[i]), ('attn', m.blocks[i].attn), ('mlp', m.blocks[i].mlp)):
-                module.register_forward_hook(lambda mod, inp, out, key=(i, name): seen.update({key: (inp[0], out)}))
+                module.register_forward_hook(
+                    lambda mod, inp, out, key=(i, name): seen.update({key: (inp[0], out)}))
         m(torch.randint(0, 300, (2, 16)), depth=3, layer_map=[0, 2, 5])
         for i, scale in ((0, 1.0), (2, 4.0), (5, 1.0)):
             (x, y), (_, a), (h, f) = seen[(i, 'block')], seen[(i, 'attn')], seen[(i, 'mlp')]
@@ -582,7 +584,7 @@ def test_gstack_and_midas_schedules():
 
     def plan(*argv):
         stages, op = schedule.stages_for(flags.parse_args(['--size', 'tiny', '--max_steps', '210', *argv]), cfg)
-        return [(s['n_blocks'], s['start']) for s in stages], op
+        return [(s.n_blocks, s.start) for s in stages], op
     assert plan('--method', 'gstack') == ([(3, 0), (12, 52)], 'stack')  # (0.25 of 210 rounds to 52)
     # MIDAS: blocks of 2 layers, stage i lasting in proportion to i (1+2+...+6 = 21 parts of 10 steps)
     assert plan('--method', 'midas') == ([(2, 0), (4, 10), (6, 30), (8, 60), (10, 100), (12, 150)], 'middle')
@@ -655,7 +657,7 @@ def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_o
     opt = make_optimizer(old.train(), args.lr, args.weight_decay)
     old(x, x)[1].backward()
     opt.step()
-    stage = dict(n_blocks=4, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
+    stage = schedule.Stage(0, 1, n_blocks=4, n_embd=32, n_head=2, d_ff=64, seq=16, batch=8)
     grown, new_opt, _ = grow.grow_to(stage, old, opt, 'fresh', args)
     for name, p in grown.named_parameters():
         fresh = name.startswith('blocks.') and int(name.split('.')[1]) >= k_old
@@ -737,7 +739,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
         model(x, x)[1].backward()
         opt.step()
         opt.zero_grad()
-    stage = dict(n_blocks=6, n_embd=32, d_ff=64, seq=16, pool=1, path=None)
+    stage = schedule.Stage(0, 1, n_blocks=6, n_embd=32, n_head=2, d_ff=64, seq=16, batch=8)
     new, new_opt, src = grow.grow_to(stage, model, opt, 'stack', args)
     assert src == [0, 1, 2, 0, 1, 2] and len(model.blocks) == 3 and len(new.blocks) == 6
     old_names = dict(model.named_parameters())
@@ -765,7 +767,7 @@ def test_width_moments_follow_the_tiling():
     model(x, x)[1].backward()
     opt.step()
     # depth x2 (stack), hidden x2, FFN x4
-    stage = dict(n_blocks=4, n_embd=64, d_ff=256, seq=16, pool=1, path=None)
+    stage = schedule.Stage(0, 1, n_blocks=4, n_embd=64, n_head=4, d_ff=256, seq=16, batch=8)
     new, new_opt, _ = grow.grow_to(stage, model, opt, 'stack', args)
     assert (model.cfg.d_ff, new.cfg.d_ff, model.cfg.n_embd, new.cfg.n_embd) == (64, 256, 32, 64)
     st = lambda o, p: o.state[p]  # noqa: E731
@@ -1046,7 +1048,8 @@ def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
     assert schedule.lr_at(80.5, args, clock(100)) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock)
     half = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
                             '--min_lr', '0'])
-    assert schedule.lr_at(50, half, clock(100)) == 1e-3 and schedule.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
+    assert schedule.lr_at(50, half, clock(100)) == 1e-3
+    assert schedule.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
     # a growth does not restart it; --rewarmup ramps after the growth as under every schedule
     again = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
     assert [schedule.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
@@ -1182,7 +1185,7 @@ def test_grow_switches_dimensions():
 
     def shapes(*argv):
         stages, _ = schedule.stages_for(flags.parse_args(['--size', 'tiny', *argv]), cfg)
-        return [(s['n_blocks'], s['n_embd'], s['n_head'], s['d_ff'], s['seq'], s['batch']) for s in stages]
+        return [(s.n_blocks, s.n_embd, s.n_head, s.d_ff, s.seq, s.batch) for s in stages]
     plain = [(1, 32, 4, 128, 32, 32), (2, 32, 4, 128, 32, 32), (4, 32, 4, 128, 32, 32)]
     assert shapes('--method', 'compound') == [(1, 32, 4, 32, 8, 128), (2, 32, 4, 64, 16, 64),
                                               (4, 32, 4, 128, 32, 32)]
@@ -1560,7 +1563,8 @@ def test_t_quantiles_for_every_number_of_seeds():
     2.042), and beyond 30 the expansion, which meets the table and tends to 1.96."""
     assert compare.t95(2) == 4.303 and compare.t95(11) == 2.201 and compare.t95(30) == 2.042
     assert compare.t95(31) == pytest.approx(2.040, abs=1e-3) and compare.t95(40) == pytest.approx(2.021, abs=1e-3)
-    assert compare.t95(120) == pytest.approx(1.980, abs=1e-3) and compare.t95(10 ** 6) == pytest.approx(1.960, abs=1e-4)
+    assert compare.t95(120) == pytest.approx(1.980, abs=1e-3)
+    assert compare.t95(10 ** 6) == pytest.approx(1.960, abs=1e-4)
     diffs = [0.1 * (-1) ** i + 0.01 * i for i in range(12)]
     m, half, _ = compare.paired_interval(diffs)
     assert half == pytest.approx(2.201 * statistics.stdev(diffs) / 12 ** 0.5)
