@@ -36,7 +36,7 @@ from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch
                      out_of_memory, peak_flops, read_checkpoint, rng_states, set_rng_states, start_runtime,
                      start_wandb, write_checkpoint)
 from schedule import (GROWN, METHODS, Budget, changes, clock_words, draw_step, evaluation_depth, lr_at,
-                      make_budget, model_config, shared_lr_scales, stage_lines, stage_of, stages_for)
+                      make_budget, model_config, plan, shared_lr_scales, stage_of, stages_for)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -298,14 +298,14 @@ def optimizer_of(model, args):
 
 
 def describe(run):
-    """What is about to train: the target, and each stage's model, where it starts and how it grows."""
-    args, rt, cfg, stages, depth_op = run.args, run.rt, run.cfg, run.stages, run.depth_op
+    """What is about to train: the target, and each stage and growth as --plan describes them."""
+    args, rt, cfg = run.args, run.rt, run.cfg
     with torch.device('meta'):  # the target's size without allocating it
         n_params = num_params(Transformer(cfg))
     rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd "
            f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {clock_words(args, run.budget)} of "
            f"{run.step_tokens:,} tokens")
-    for line in stage_lines(args, stages, depth_op, run.budget) if len(stages) > 1 else []:
+    for line in plan(args, cfg)[0][1:] if len(run.stages) > 1 else []:
         rt.say(line)
 
 

@@ -295,20 +295,6 @@ def draw_step(args, stage, model, rng):
     return [draw_depth(k, model.cfg.n_layer, sampling, rng) for _ in range(draws)], layer_map
 
 
-def stage_lines(args, stages, depth_op, budget):
-    """One line per stage: where it starts on the run's clock, its model and batch, and how it grows."""
-    sampling, layer_map = depth_sampling(args)
-    lines = []
-    for i, st in enumerate(stages):
-        lines.append(f"stage {i + 1}/{len(stages)} from {budget.where(st.start)}: {st.n_blocks} blocks, "
-                     f"n_embd {st.n_embd}, d_ff {st.d_ff}, T {st.seq}" +
-                     (f" pooled to {st.seq // st.pool}" if st.pool > 1 else "") +
-                     f" x batch {st.batch}" + (f", grown by {depth_op}" if i and depth_op else "") +
-                     (f", random paths of {st.path} layers" if st.path else "") +
-                     (f", depth sampled by {sampling} ({layer_map} map)" if sampling else ""))
-    return lines
-
-
 def evaluation_depth(args, cfg):
     """The depth (and layer map) that evaluation, growth probes, samples and the export run for a model of
     config `cfg`: Apollo's shared blocks run the target depth L, every other model its own blocks."""
@@ -470,11 +456,11 @@ def mean_depth(depths):
 # ----------------------------------------------------------------------------- --plan
 
 def plan(args, cfg):
-    """--plan: what these flags will train, before a step is spent: each stage's range on the clock (and its
-    steps and FLOPs), model, executed depths with their probabilities and the block each layer runs, each
-    growth's copies, the learning rate at each boundary, and the FLOPs against scratch. Returns (lines,
-    series): the series is (share of scratch's FLOPs, mean executed depth, learning rate) at every step of
-    the clock, for the picture (`compare.plot_plans`)."""
+    """What these flags will train, before a step is spent (--plan's text, and a run's banner): each stage's
+    range on the clock (and its steps and FLOPs), model and batch, executed depths with their probabilities
+    and the block each layer runs, each growth's copies, the learning rate at each boundary, and the FLOPs
+    against scratch. Returns (lines, series): the series is (share of scratch's FLOPs, mean executed depth,
+    learning rate) at every step of the clock, for the picture (`compare.plot_plans`)."""
     stages, op = stages_for(args, cfg)
     budget = make_budget(args, cfg, stages)
     total = args.max_steps * budget.scratch_step  # what scratch spends
@@ -492,8 +478,8 @@ def plan(args, cfg):
         mean = mean_depth(depths)
         lines.append(f"stage {i + 1}/{len(stages)}: clock {st.start:g}-{st.end:g}, {steps:,.0f} steps, "
                      f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "
-                     f"blocks {st.n_blocks}, "
-                     f"d_ff {st.d_ff}, n_embd {st.n_embd}, T {st.seq}; depth " +
+                     f"blocks {st.n_blocks}, d_ff {st.d_ff}, n_embd {st.n_embd}, T {st.seq}" +
+                     (f" pooled to {st.seq // st.pool}" if st.pool > 1 else "") + f" x batch {st.batch}; depth " +
                      (' '.join(f"{d}:{p:.3f}" for d, p in depths.items()) + f" (mean {mean:.2f})"
                       if len(depths) > 1 else f"{mean:g}") + layer_words(args, cfg, st))
     lines.append(f"total: {sum(spent):.3e} FLOPs, {100 * sum(spent) / total:.1f}% of scratch's {total:.3e}")
