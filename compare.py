@@ -217,8 +217,7 @@ def table(summary, per_seed, jobs):
                      f"{pm(r['mean_depth'], None, '.2f'):>6} " +
                      ' '.join(f"{pm(r[f'loss_at_{q}pct'], None, '.4f'):>9}" for q in QUARTERS))
     lines.append("FLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never); "
-                 "loss@x%: "
-                 "mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the same "
+                 "loss@x%: mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the same "
                  "--jobs" +
                  (f" (these: --jobs {jobs})." if jobs else "."))
     return '\n'.join(lines)
@@ -501,13 +500,13 @@ def comparison_runs(args):
             sub = method_args(args, m, seed)
             stages_for(sub, model_config(sub, data.load(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
-                saved = runtime.read_checkpoint(sub.out_dir)[0]['args']
+                theirs = runtime.read_checkpoint(sub.out_dir)[0]['args']
                 differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
-                          and saved.get(k, defaults.get_default(k)) != v]
+                          and theirs.get(k, defaults.get_default(k)) != v]
                 if differ:
                     k = differ[0]
                     raise InputError(f"--out_dir {args.out_dir}: {sub.out_dir} holds a run with other flags "
-                                     f"(--{k} {saved.get(k)} there, {getattr(sub, k)} here); choose another "
+                                     f"(--{k} {theirs.get(k)} there, {getattr(sub, k)} here); choose another "
                                      f"--out_dir, or print it with --compare {args.out_dir}")
                 sub.resume = True
             runs.append(sub)

@@ -229,8 +229,8 @@ def resumed(args, typed, saved, path):
 
 
 def check(args, typed):
-    """Every flag's value and every combination, checked before anything trains (the schedule's in
-    `schedule`)."""
+    """Every flag's value and every combination, checked before anything trains (the schedule's own checks
+    are in `schedule.stages_for`)."""
     if args.lr is None:
         args.lr = 5e-4 if args.model == 'bert' else 1e-3
     check_numbers(args)

@@ -98,7 +98,8 @@ METHODS = {
     'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', midas_stages, prop1, 'middle'),
     # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as
     # in the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
-    # `random_path`; whether the paper rescales outputs we could not check (no code was released).
+    # `random_path`, each drawn layer scaled by `path_scales` (our reading of the paper's scaling: its full text
+    # and code were not available here).
     # Zero/one-layer progressive training (Bu, "Scaling depth capacity via zero/one-layer model expansion",
     # ICML 2026, arXiv 2511.04981; no code released): one block trained for most of the run, then one growth
     # straight to L, late: at about 80% of the iterations (the paper's time, as its summaries give it; the
