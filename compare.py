@@ -217,8 +217,8 @@ def table(summary, per_seed, jobs):
                      f"{pm(r['mean_depth'], None, '.2f'):>6} " +
                      ' '.join(f"{pm(r[f'loss_at_{q}pct'], None, '.4f'):>9}" for q in QUARTERS))
     lines.append("FLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never); "
-                 "loss@x%: mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the same "
-                 "--jobs" +
+                 "loss@x%: mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the "
+                 "same --jobs" +
                  (f" (these: --jobs {jobs})." if jobs else "."))
     return '\n'.join(lines)
 

@@ -480,7 +480,8 @@ def plan(args, cfg):
         lines.append(f"stage {i + 1}/{len(stages)}: clock {st.start:g}-{st.end:g}, {steps:,.0f} steps, "
                      f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "
                      f"blocks {st.n_blocks}, d_ff {st.d_ff}, n_embd {st.n_embd}, T {st.seq}" +
-                     (f" pooled to {st.seq // st.pool}" if st.pool > 1 else "") + f" x batch {st.batch}; depth " +
+                     (f" pooled to {st.seq // st.pool}" if st.pool > 1 else "") +
+                     f" x batch {st.batch}; depth " +
                      (' '.join(f"{d}:{p:.3f}" for d, p in depths.items()) + f" (mean {mean:.2f})"
                       if len(depths) > 1 else f"{mean:g}") + layer_words(args, cfg, st))
     lines.append(f"total: {sum(spent):.3e} FLOPs, {100 * sum(spent) / total:.1f}% of scratch's {total:.3e}")
