@@ -69,7 +69,7 @@ class Plain:
     def __init__(self, run):
         self.rt, self.args, self.stage = run.rt, run.args, run.stages[run.progress.stage_index]
         self.model = Transformer(run.model.cfg).to(self.rt.device)
-        self.optimizer = make_optimizer(self.model, self.args.lr, self.args.weight_decay)
+        self.optimizer = make_optimizer(self.model, self.args.lr, self.args.weight_decay, beta2=self.args.beta2)
         self.forward = torch.compile(self.model) if self.args.compile else self.model
         meta, tokens, _ = run.corpus
         self.batches = data.Batches(tokens, run.model.cfg.kind, meta, seed=0)

@@ -125,6 +125,8 @@ def training_flags(a):
     a('--decay_frac', type=float, default=None, help='--decay wsd: the share of the run the decay takes '
       '(default 0.2: the last 20%%, which the one-layer method\'s growth at 80%% starts)')
     a('--weight_decay', type=float, default=0.1)
+    a('--beta2', type=float, default=0.95, help="AdamW's second-moment decay (0.95: nanoGPT's; Apollo's and "
+      "StackBERT's official code use 0.999)")
     a('--grad_clip', type=float, default=1.0, help='0 disables clipping')
     a('--max_skips', type=int, default=3, help='consecutive steps with a non-finite loss or gradient norm '
       'that are skipped (not applied) before the run stops with exit status 3')
@@ -278,6 +280,7 @@ NUMBERS = {
     'weight_decay': (lambda v, a: v >= 0, '0 or a positive number'),
     'grad_clip': (lambda v, a: v >= 0, '0 (no clipping) or a positive number'),
     'dropout': (lambda v, a: 0 <= v < 1, 'a number in [0, 1)'),
+    'beta2': (lambda v, a: 0 <= v < 1, 'a number in [0, 1), e.g. 0.95 or 0.999'),
     'mask_rate': (lambda v, a: 0 < v < 1, 'a number in (0, 1)'),
     'depth_noise': (lambda v, a: v is None or v >= 0, "0 or positive (a share of each tensor's std)"),
     'rewarmup': (lambda v, a: v >= 0, '0 or a positive number of steps'),

@@ -294,7 +294,7 @@ def start_or_resume(run):
 
 def optimizer_of(model, args):
     """The run's AdamW for `model` (`make_optimizer`); with Apollo's --shared_lr a group per weight block."""
-    return make_optimizer(model, args.lr, args.weight_decay, per_block=args.shared_lr not in (None, 'none'))
+    return make_optimizer(model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'), args.beta2)
 
 
 def describe(run):

@@ -577,7 +577,7 @@ def carry_moments(old, new, sources):
 IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
 
 
-def make_optimizer(model, lr, weight_decay, per_block=False):
+def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95):
     """AdamW (nanoGPT's configure_optimizers): weight decay on matrices and embeddings only, never on biases
     and LayerNorm gains. With `per_block` (--shared_lr) each weight block has groups of its own (`block`: its
     index), so its rate can be scaled. Fused on every device (CPU too, since torch 2.4): one kernel for all
@@ -590,7 +590,7 @@ def make_optimizer(model, lr, weight_decay, per_block=False):
         tag = {} if block is None else dict(block=block)
         groups += [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay, **tag),
                    dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=True)
 
 
 def load_optimizer(optimizer, saved):

@@ -1357,6 +1357,14 @@ def test_shared_lr_reaches_the_optimizer(corpus, tmp_path):
     assert [g['lr'] for g in groups if 'block' not in g] == pytest.approx([last['lr']] * 2)
 
 
+def test_beta2_reaches_the_optimizer_after_a_growth(corpus, tmp_path):
+    """--beta2 (Apollo's and StackBERT's official code use 0.999) is the optimizer's, also after a growth,
+    which builds a new AdamW."""
+    run(corpus, tmp_path, *APOLLO, '--max_steps', 6, '--beta2', 0.999, '--stage_at', '0.3,0.4,0.5')
+    groups = torch.load(tmp_path / 'ckpt.pt', weights_only=False)['optimizer']['param_groups']
+    assert records(tmp_path, 'train')[-1]['stage'] > 1 and {g['betas'] for g in groups} == {(0.9, 0.999)}
+
+
 def test_each_kind_has_its_defaults(corpus):
     """GPT: learned positions, pre-LN, lr 1e-3. BERT: rotary positions, post-LN, lr 5e-4 (RESULTS.md, "A BERT
     that learns on a CPU"); the papers' BERT is --pos learned, and any flag typed wins."""
