@@ -30,9 +30,9 @@ import grow
 import runtime
 import schedule
 from data import InputError
-from flags import RESUMABLE, get_parser, to_argv
+from flags import RESUMABLE, get_parser, model_config, to_argv
 from model import Config, Transformer, num_params
-from schedule import BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, model_config, stages_for
+from schedule import BASELINE, DRAW_FLAGS, GROWTH_FLAGS, METHODS, stages_for
 
 # two-sided 95% quantiles of Student's t by degrees of freedom, 1..30 (`t95` goes beyond)
 T95 = [None, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,

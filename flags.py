@@ -12,9 +12,9 @@ import sys
 
 import data
 from data import InputError
-from model import SIZES
+from model import SIZES, config_for
 from runtime import pick_device, read_checkpoint
-from schedule import DIMS, METHODS, positions
+from schedule import DIMS, METHODS
 
 
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
@@ -233,8 +233,9 @@ def resumed(args, typed, saved, path):
 def check(args, typed):
     """Every flag's value and every combination, checked before anything trains (the schedule's own checks
     are in `schedule.stages_for`)."""
-    if args.lr is None:
-        args.lr = 5e-4 if args.model == 'bert' else 1e-3
+    # the kinds' defaults: BERT rotary positions and a lower rate (why: RESULTS.md, "A BERT that learns on a CPU")
+    args.lr = (5e-4 if args.model == 'bert' else 1e-3) if args.lr is None else args.lr
+    args.pos = args.pos or ('rope' if args.model == 'bert' else 'learned')
     check_numbers(args)
     if args.warmup is not None and not 0 <= args.warmup < args.max_steps:
         raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
@@ -261,7 +262,7 @@ def check(args, typed):
     if args.length_op == 'pool' and args.model != 'bert':
         raise InputError("--length_op pool keeps the masked positions as queries: it is for --model bert; "
                          "use --length_op truncate with gpt")
-    if args.length_op == 'pool' and positions(args) != 'learned':
+    if args.length_op == 'pool' and args.pos != 'learned':
         raise InputError("--length_op pool averages position embeddings, and --pos rope (BERT's default) has "
                          "none: add --pos learned, or use --length_op truncate")
     return args
@@ -313,3 +314,22 @@ def to_argv(args):
         else:
             argv += [action.option_strings[0], str(value)]
     return argv
+
+
+def model_config(args, meta):
+    """The target Config from --size and its overrides, checked against the data."""
+    need = data.model_vocab(meta['vocab_size'])
+    if args.vocab_size is not None and args.vocab_size < meta['vocab_size'] + 1:
+        raise InputError(f"{args.data}/meta.json: vocabulary of {meta['vocab_size']} tokens (+[MASK]) "
+                         f"exceeds --vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or "
+                         f"omit it: {need})")
+    cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
+                     n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
+                     bias=bool(args.bias), pos=args.pos,
+                     pre_ln=None if args.norm is None else args.norm == 'pre')
+    for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
+        if getattr(cfg, k) <= 0:
+            raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+    if cfg.n_embd % cfg.n_head:
+        raise InputError(f"--n_embd {cfg.n_embd} is not divisible by --n_head {cfg.n_head}")
+    return cfg

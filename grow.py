@@ -6,11 +6,9 @@ Train a Transformer from scratch or progressively (growing it) and account for e
     python grow.py --resume --out_dir out            # continue an interrupted run exactly
 
 Read top-down: `train` is the loop (evaluate and checkpoint when due, grow at a stage boundary, one
-optimizer step, log); the helpers it calls follow in the order it calls them, then checkpoints and the
-command line. Below it: each method's stages, draws and LR schedule in schedule.py, the models and growth
-operators in model.py; the device, the processes, checkpoints, the log file (and wandb) and the stop signals
-in runtime.py; the flags in flags.py. The scripts above it (compare, sample, export, bench) import it; it
-imports none of them.
+optimizer step, log), then its helpers in the order it calls them, then the command line. Below it:
+schedule.py (methods, stages, draws, LR), model.py (models, growth operators), runtime.py (device,
+processes, checkpoints, log, signals), flags.py. The scripts above it import it; it imports none of them.
 """
 import argparse
 import copy
@@ -29,22 +27,21 @@ import torch.distributed as dist
 import data
 import flags
 from data import InputError
-from model import (Config, Transformer, carry_moments, deepen, growth_map, load_optimizer, make_optimizer,
-                   micro_batch_flops, num_params, widen)
+from model import (Config, Transformer, carry_moments, deepen, growth_map, make_optimizer, micro_batch_flops,
+                   num_params, widen)
 from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, command,
-                     compile_blocks, compiled_graphs, duration, human, leave_process_group, not_finite,
-                     out_of_memory, peak_flops, read_checkpoint, rng_states, set_rng_states, start_runtime,
-                     start_wandb, write_checkpoint)
+                     compile_blocks, compiled_graphs, duration, human, leave_process_group, load_optimizer,
+                     not_finite, out_of_memory, peak_flops, read_checkpoint, rng_states, set_rng_states,
+                     start_runtime, start_wandb, write_checkpoint)
 from schedule import (GROWN, METHODS, Budget, changes, clock_words, draw_step, evaluation_depth, lr_at,
-                      make_budget, model_config, plan, shared_lr_scales, stage_of, stages_for)
+                      make_budget, plan, shared_lr_scales, stage_of, stages_for)
 
 
 # ----------------------------------------------------------------------------- the training loop
 
 def train(args, request=None, hook=None):
-    """Train as the flags say; returns a summary dict (final validation loss, FLOPs, steps, the model). A stop
-    `request` (SIGTERM, SIGINT) ends the run at the end of a step with a checkpoint, raising Interrupted.
-    `hook(run)`, if given, runs after each log line (bench.py times a plain loop there)."""
+    """Train as the flags say; returns a summary dict. A stop `request` (SIGTERM, SIGINT) ends the run after a
+    step with a checkpoint, raising Interrupted. `hook(run)` runs after each log line (bench.py's)."""
     request = request or StopRequest()
     run = start(args)
     rt, progress, model, optimizer = run.rt, run.progress, run.model, run.optimizer
@@ -104,9 +101,7 @@ def train(args, request=None, hook=None):
 
 @dataclass
 class Run:
-    """One run's state, as `start` builds it: the flags, where it runs, the schedule and its budget, the model
-    and optimizer of the current stage, the data, the counters and the log. The loop's helpers take the
-    run."""
+    """One run's state, as `start` builds it; the loop's helpers take the run."""
     args: argparse.Namespace
     rt: Runtime
     cfg: Config
@@ -131,15 +126,15 @@ class Run:
 
 
 def start(args):
-    """The Run of these flags: the runtime, the data, the schedule, and the first stage's model (or the state
-    of the checkpoint, with --resume), announced."""
+    """The Run of these flags: the runtime, the data, the schedule, the first stage's model (or the
+    checkpoint's state, with --resume), announced."""
     rt = start_runtime(args, unused=METHODS[args.method].draws == 'path')  # (RaPTr's skipped layers)
     if rt.ddp and not rt.master:  # rank 0 prepares the default corpus first
         dist.barrier()
     corpus = data.load(args.data)
     if rt.ddp and rt.master:
         dist.barrier()
-    cfg = model_config(args, corpus[0])
+    cfg = flags.model_config(args, corpus[0])
     stages, depth_op = stages_for(args, cfg)
     check_memory(args, rt, cfg)
     step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world
@@ -160,8 +155,8 @@ def start(args):
 
 
 def finish(run, request, done):
-    """The end of the loop: a finished run's last stage summary, cost and sample; the process group taken down
-    in step; the resume line of a run that stopped early. Returns the run's summary."""
+    """The end of the loop: a finished run's stage summary, cost and sample, or the resume line of a run that
+    stopped early. Returns the run's summary."""
     args, rt, progress = run.args, run.rt, run.progress
     if done:
         stage_summary(run)
@@ -207,9 +202,8 @@ class Progress:
 
 @dataclass
 class LogWindow:
-    """The steps since the last train log line: the counters where it began (the line's rates), and each
-    step's depths, learning rate, loss and skip flag. Losses and flags stay on the device until `settle`
-    reads them, since reading waits for the device: the loop reads when it logs, evaluates or grows."""
+    """The steps since the last train log line: the counters where it began, each step's depths, rate, loss
+    and skip flag. Losses and flags stay on the device until `settle` reads them (reading waits for it)."""
     step: int
     time: float
     tokens: int
@@ -240,10 +234,8 @@ class LogWindow:
         self.bad.append(bad)
 
     def warmed(self, progress, watch):
-        """After the first step of a start, a resume or a growth: its cost goes into `warmup`, which the
-        line's rates leave out, as nanoGPT's MFU leaves out its first steps (allocations, the optimizer's
-        first state, cuBLAS's first calls). Read on the host's clock, without waiting for the device: a
-        step's kernels still queued then are counted in the rates, never left out."""
+        """After the first step of a start, a resume or a growth: its cost goes into `warmup`, which the rates
+        leave out, as nanoGPT's MFU leaves out its first steps (read on the host's clock: no wait)."""
         if self.cold:
             spent = (1, progress.train_time + watch.peek() - self.cold[0], progress.tokens - self.cold[1],
                      progress.flops - self.cold[2])
@@ -261,8 +253,7 @@ class LogWindow:
 
 
 def start_or_resume(run):
-    """The first stage's model, its optimizer, the data and depth samplers and the counters, or all of them as
-    the checkpoint left them (with --resume), set on the run."""
+    """The first stage's model, optimizer, samplers and counters, or the checkpoint's (--resume)."""
     args, rt, cfg, (meta, train_tokens, _) = run.args, run.rt, run.cfg, run.corpus
     ckpt, ckpt_path = read_checkpoint(args.out_dir, say=lambda *_: None) if args.resume else (None, None)
     torch.manual_seed(args.seed)
@@ -310,8 +301,7 @@ def describe(run):
 
 
 def evaluate_and_save(run):
-    """Evaluate on the fixed batches, log it, and write a checkpoint (rank 0); returns the validation loss.
-    Its time is not training time."""
+    """Evaluate on the fixed batches, log it, write a checkpoint (rank 0); returns the validation loss."""
     args, rt, progress, model = run.args, run.rt, run.progress, run.model
     progress.train_time += run.watch.lap()
     settle(run)  # (a run that diverged stops here, its last good checkpoint kept)
@@ -340,8 +330,8 @@ def evaluate_and_save(run):
 
 @torch.no_grad()
 def evaluate(model, evals, rt, **depth):
-    """Mean loss over the fixed evaluation batches (each rank its share, averaged over all of them), and the
-    share of the predicted tokens (BERT: the masked ones; GPT: every next token) whose argmax is right."""
+    """Mean loss over the fixed evaluation batches (each rank its share), and the share of predicted tokens
+    whose argmax is right."""
     model.eval()
     loss, right, count = 0.0, 0, 0
     for x, y in evals:
@@ -359,10 +349,9 @@ def evaluate(model, evals, rt, **depth):
 
 
 def grow_at_boundary(run, i):
-    """The growth into stage i: the finished stage's depth summary, the growth with the loss and gradient norm
-    on a fixed batch just before and after (stacking raises both more than interpolation: Apollo, Table 2),
-    its record and line. Its time is not training time. Returns the new (model, optimizer), also set on the
-    run."""
+    """The growth into stage i, with the loss and gradient norm on a fixed batch just before and after
+    (stacking raises both more than interpolation: Apollo, Table 2), its record and line. Returns the new
+    (model, optimizer), also set on the run."""
     args, rt, progress, probe = run.args, run.rt, run.progress, run.evals[0]
     progress.train_time += run.watch.lap()
     settle(run)
@@ -376,8 +365,8 @@ def grow_at_boundary(run, i):
     loss_after, grad_after = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
     record = dict(op=run.depth_op, src=src, loss_before=loss_before, loss_after=loss_after,
                   grad_norm_before=grad_before, grad_norm_after=grad_after)
-    for key, name in GROWN.items():
-        record['old_' + name], record['new_' + name] = getattr(old, key), getattr(new, key)
+    for k in GROWN:
+        record['old_' + k], record['new_' + k] = getattr(old, k), getattr(new, k)
     run.log.write(type='growth', step=progress.step, stage=i + 1, flops=progress.flops,
                   time=progress.train_time, graphs=compiled_graphs(args), **record)
     rt.say(f"grow at step {progress.step}: stage {i + 1}/{len(run.stages)}, {', '.join(changes(old, new))} | "
@@ -389,13 +378,10 @@ def grow_at_boundary(run, i):
 
 
 def grow_to(stage, model, optimizer, op, args):
-    """Grow the model to the shape of `stage`: deeper (`deepen`, by depth operator `op`), then wider
-    (`widen`); carry the optimizer. The AdamW moments follow the weights through the growth's one map
-    (`growth_map`: --opt_state copy: the block each new block was copied from, then the width tiling, scaled
-    to each copy's gradient; the step count kept), start afresh (reset), or stay with their block
-    index (slots: what Apollo's official code does, copying weights inside one model under one optimizer; a
-    new index starts with no moments and step 0). Returns (new model, new optimizer, src: the old block of
-    each new block, None when depth did not grow)."""
+    """Grow the model to the shape of `stage`: deeper (`deepen` by `op`), then wider (`widen`). AdamW's
+    moments follow the weights' map (--opt_state copy, `growth_map`), start afresh (reset), or stay with
+    their block index (slots: Apollo's official code, one model under one optimizer). Returns (new model,
+    new optimizer, src: the old block of each new block, None when depth did not grow)."""
     grown, src, tiles = model, None, {}
     if stage.n_blocks > len(model.blocks):
         grown, src = deepen(grown, stage.n_blocks, op, args.depth_noise or 0.0)
@@ -421,9 +407,8 @@ def loss_and_grad_norm(model, batch, rt, **depth):
 
 
 def log_train(run):
-    """The train record of log.jsonl and the log line, after the window's skips (`settle`); the rates are over
-    the steps since the last line, and the ETA is the FLOPs still to spend at the FLOPs per second of the
-    current shape. A new window begins."""
+    """The train record and line (after `settle`): rates over the window, the ETA from the FLOPs still to
+    spend at the current FLOPs per second. A new window begins."""
     args, rt, progress, stages, budget, window = run.args, run.rt, run.progress, run.stages, run.budget, \
         run.window
     progress.train_time += run.watch.lap()
@@ -448,9 +433,8 @@ def log_train(run):
 
 
 def settle(run):
-    """Read the losses and skip flags of the window's steps not read yet (this waits for the device): each
-    step that was not applied gets its `skip` record and line, and --max_skips of them in a row stop the run
-    (Diverged). Returns the last step's loss."""
+    """Read the window's losses and skip flags (waits for the device): each step not applied gets a `skip`
+    record and line; --max_skips in a row stop the run (Diverged). Returns the last step's loss."""
     window, progress, args = run.window, run.progress, run.args
     if window.read == len(window.bad):
         return window.losses[-1].item() if window.losses else None
@@ -480,8 +464,7 @@ def stuck_at(run, lr=None):
 
 
 def stage_summary(run):
-    """One record per finished stage: how often each depth ran (in micro-batches: Apollo may draw one per
-    micro-batch) and the mean executed depth."""
+    """One record per finished stage: micro-batches run at each depth, and the mean executed depth."""
     progress = run.progress
     hist = {int(d): n for d, n in sorted(progress.depths.items(), key=lambda kv: int(kv[0]))}
     micro_batches = sum(hist.values())
@@ -498,8 +481,7 @@ def stage_summary(run):
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(run, **extra):
-    """Everything a resumed run needs to continue bit for bit, as out_dir/ckpt.pt (`runtime.write_checkpoint`:
-    atomic, the one before kept)."""
+    """Everything a resumed run needs to continue bit for bit (`runtime.write_checkpoint`)."""
     state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
                  optimizer=run.optimizer.state_dict(), args=vars(run.args),
                  run=copy.deepcopy(asdict(run.progress)), meta=run.corpus[0], **extra)

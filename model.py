@@ -1,13 +1,9 @@
 """
-The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, masked LM) in one class, both
-initialised as GPT-2 is (the original BERT does not scale its residual output projections by 1/sqrt(2L)).
-
-The one idea that makes progressive training possible lives in `Transformer.forward`: the model *owns*
-k weight blocks but can *execute* any depth d >= k, executed layer t using block `map_layers(k, d)[t]`
-(Apollo's shared-weight depth, Pan et al. 2024, Eqs. 11-12). With d == k it is an ordinary Transformer.
-Two words, two ideas: *weight blocks* (`n_blocks`, what the model owns) and *depth* (layers executed).
-The growth operators: `deepen` (more weight blocks) and `widen` (wider FFN and hidden size). Which depth
-Apollo runs at each step: `draw_depth`.
+The models of nanogrow: a compact GPT (pre-LN, causal LM) and BERT (post-LN, masked LM) in one class.
+The model *owns* k weight blocks (`n_blocks`) and *executes* any depth d >= k, layer t running block
+`map_layers(k, d)[t]` (Apollo's shared-weight depth, Pan et al. 2024, Eqs. 11-12); with d == k it is an
+ordinary Transformer. The growth operators: `deepen` (more blocks) and `widen` (wider FFN and hidden size),
+and the map their weights and AdamW's moments follow (`growth_map`). Then FLOPs and the optimizer.
 """
 import copy
 import math
@@ -65,12 +61,11 @@ def num_params(module):
 def map_layers(k, d, how='interpolate'):
     """Block index used by each of the d executed layers of a model owning k weight blocks.
 
-    interpolate (Apollo Eq. 12, its default): w(t) = (t * k) // d, e.g. k=3, d=7 -> 0,0,0,1,1,2,2.
-      Integer arithmetic on purpose: the official int(t / (d / k)) rounds wrongly for some k >= 14.
-    stack (StackBERT; Apollo Eq. 11): whole rounds of the k blocks, w(t) = t % k, then the r = d % k layers
-      left run the top r blocks in order, as the official code's stack_meta_layer does: k=3, d=7 ->
-      0,1,2,0,1,2,2; d=8 -> 0,1,2,0,1,2,1,2 (the last layers always run the last blocks).
-    a list of d block indices: that path itself (RaPTr's random path, `random_path`).
+    interpolate (Apollo Eq. 12): w(t) = (t * k) // d, e.g. k=3, d=7 -> 0,0,0,1,1,2,2 (in integers: the
+      official int(t / (d / k)) rounds wrongly for some k >= 14).
+    stack (StackBERT; Apollo Eq. 11): w(t) = t % k for whole rounds of k, then the top d % k blocks, as the
+      official stack_meta_layer: k=3, d=7 -> 0,1,2,0,1,2,2.
+    a list of d block indices: that path itself (RaPTr's `random_path`).
     """
     if not isinstance(how, str):  # a path: the blocks to run, in order (RaPTr, `random_path`)
         if len(how) != d:
@@ -87,14 +82,10 @@ def map_layers(k, d, how='interpolate'):
 
 
 def draw_depth(k, L, how, rng):
-    """Apollo's depth for one training step of a model owning k of L blocks (Apollo, Table 1).
-
-    lvps (low-value-prioritised sampling, Eqs. 7-10): y on `lvps_curve` at x ~ U(x_min, 1), clipped to
-      [1, L/k]; d = floor(k * y). Shallow depths are cheap, so they get most of the mass (P(d = k) ~
-      0.64-0.74 for L = 12), while the deep ones still come up often enough to teach the few blocks the deep function.
-    us: uniform on {k..L}.  es: k or L with probability 1/2 each.  fs: always L.  none: always k.
-    `rng` is a numpy Generator of its own: seeded alike on every rank, so all ranks run the same depth.
-    """
+    """Apollo's depth for one step of a model owning k of L blocks (Apollo, Table 1). lvps (low-value-
+    prioritised sampling, Eqs. 7-10): d = floor(k * y), y on `lvps_curve` at x ~ U(x_min, 1) clipped to
+    [1, L/k]: the cheap shallow depths get most of the mass. us: uniform on k..L; es: k or L; fs: L; none: k.
+    `rng` is seeded alike on every rank, so all ranks run the same depth."""
     if how == 'lvps':
         m, n, x_min = lvps_curve(k, L)
         y = min(max(m / (rng.uniform(x_min, 1) + n), 1.0), L / k)
@@ -119,9 +110,8 @@ def lvps_curve(k, L):
 
 
 def depth_probabilities(k, L, how):
-    """The exact distribution of `draw_depth`: {depth: probability}. For lvps, y(x) = m / (x + n) decreases in
-    x ~ U(x_min, 1), so d = floor(k * y) >= j exactly when x <= m k / j - n: P(d >= j) is that interval's
-    share of (x_min, 1), and the clip to [1, L/k] keeps d in k..L."""
+    """The exact distribution of `draw_depth`, {depth: probability}. lvps: y decreases in x, so d >= j
+    exactly when x <= m k / j - n, and P(d >= j) is that interval's share of (x_min, 1)."""
     if how == 'lvps':
         m, n, x_min = lvps_curve(k, L)
         at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min)))
@@ -135,8 +125,7 @@ def depth_probabilities(k, L, how):
 
 
 def rope_tables(T, d):
-    """cos and sin of RoPE's angles t / 10000^(2j / d) for positions t < T and pairs j < d / 2, (T, d / 2):
-    computed once per attention layer (buffers), not at every call."""
+    """cos and sin of RoPE's angles t / 10000^(2j / d), (T, d / 2): buffers, computed once."""
     freq = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
     angle = torch.arange(T, dtype=torch.float32)[:, None] * freq
     return angle.cos(), angle.sin()
@@ -144,11 +133,9 @@ def rope_tables(T, d):
 
 def rotate(x, cos, sin):
     """Rotary positions (RoPE; RoFormer, Su et al. 2021, Eq. 34) on (B, T, ..., head_dim): each pair (x_2j,
-    x_2j+1) of the t-th position is rotated by the angle t / 10000^(2j / head_dim), so that q . k depends on
-    the positions' difference only. Pairs interleaved as in RoFormer (transformers' RoFormer matches). Nothing
-    is learned: a BERT needs no position table, and no position is ever untrained. Eagerly the rotation is
-    one complex product per pair (one kernel); compiled, the same product written in reals, which inductor
-    fuses (it generates no complex code)."""
+    x_2j+1) at position t turns by t / 10000^(2j / head_dim), so q . k depends on the positions' difference
+    only, and no position table is left untrained. Eagerly one complex product; compiled, the same product in
+    reals (inductor generates no complex code)."""
     T = x.size(1)
     cos, sin = (t[:T].view(T, *[1] * (x.dim() - 3), -1) for t in (cos, sin))  # (broadcast over the middle)
     if torch.compiler.is_compiling():
@@ -230,9 +217,8 @@ class Block(nn.Module):
 
 
 class LMLoss(nn.Module):
-    """GPT's LM head (the tied embedding as the output matrix) and its cross-entropy, as a module without
-    parameters so that --compile can take it whole: with a 50k vocabulary the float32 logits are most of a
-    small model's memory traffic, which eagerly writes them, casts them and reads them back."""
+    """GPT's tied LM head and its cross-entropy as one module, so that --compile fuses them: with a 50k
+    vocabulary the float32 logits are most of a small model's memory traffic."""
 
     def forward(self, x, weight, targets):
         logits = x @ weight.T
@@ -271,15 +257,11 @@ class Transformer(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, idx, targets=None, depth=None, layer_map='interpolate', pool=1, masked=None):
-        """Run `depth` layers (default: one per owned block) through `map_layers`; BERT with pool > 1 runs a
-        short stage of CompoundGrow's embedding pooling (`forward_pooled`).
-
-        GPT: targets are the next tokens; without targets only the last position's logits are returned.
-        BERT: targets hold the original ids at masked positions and -100 elsewhere; the MLM head runs on
-        the masked positions only (it would be most of the FLOPs otherwise), `masked` their flat indices when
-        the host already knows them (finding them here waits for the device). Without targets: all positions.
-        Returns (logits, loss or None).
-        """
+        """Run `depth` layers (default: one per block) through `map_layers` (BERT with pool > 1:
+        `forward_pooled`). GPT: targets are the next tokens; without them, the last position's logits. BERT:
+        targets are the ids at masked positions, -100 elsewhere; the MLM head runs on the masked positions
+        only, `masked` their flat indices when the host knows them (finding them waits for the device).
+        Returns (logits, loss or None)."""
         cfg = self.cfg
         T = idx.size(1)
         if T > cfg.block_size:
@@ -319,13 +301,11 @@ class Transformer(nn.Module):
         return self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
 
     def forward_pooled(self, x, targets, depth, layer_map, r):
-        """A short stage by mean embedding pooling (CompoundGrow, Gu et al. 2021, its length operator for
-        BERT; the layout of its official code, grow_bert): the embeddings of every r neighbouring positions
-        are averaged, so the blocks run T/r positions, and every masked position is appended as a query of its
-        own (its own embedding: token and position), so each gets its own prediction. The first layer attends
-        from these queries over the full-length embeddings; the later ones over the pooled sequence and the
-        queries. Every position embedding is trained, unlike truncation. Rows are padded to the most masked
-        positions of any row (masked out as keys). Returns (logits of the masked positions, loss)."""
+        """CompoundGrow's length operator for BERT (Gu et al. 2021; the layout of its code, grow_bert): every r
+        neighbouring embeddings are averaged, so the blocks run T/r positions, and each masked position is
+        appended as a query of its own. The first layer attends over the full-length embeddings, the later
+        ones over the pooled sequence and the queries; rows are padded to the most masked positions (masked
+        out as keys). Returns (logits of the masked positions, loss)."""
         B, T, C = x.shape
         keep = targets != -100
         M = int(keep.sum(1).max())
@@ -345,12 +325,9 @@ class Transformer(nn.Module):
 
 
 def middle_copy(k_old, k_new):
-    """MIDAS's growth (Saunshi et al. 2024, "On the Inductive Bias of Stacking Towards Improving Reasoning",
-    Fig. 1a; the paper calls them blocks, here they are *groups* since a block is a layer's weights): view the
-    k_old layers as n = k_old // b groups of b = k_new - k_old layers, copy the middle group (group ceil(n /
-    2)) and put the copy right after it, so the first and last layers keep their places; gradual stacking
-    (StackBERT) copies the last layers instead. Old layer of each new layer, e.g. 6 -> 8 (b = 2, groups
-    01|23|45): 0,1,2,3,2,3,4,5; 4 -> 6: 0,1,0,1,2,3; and 6 -> 12 (one group) is the same as stacking."""
+    """MIDAS's growth (Saunshi et al. 2024, Fig. 1a; its "blocks" are our *groups*): the k_old layers as
+    groups of b = k_new - k_old, the middle group (ceil(n / 2) of n) copied right after itself, so the first
+    and last layers keep their places. The old layer of each new one: 6 -> 8: 0,1,2,3,2,3,4,5."""
     b = k_new - k_old
     if not 0 < b <= k_old:
         raise ValueError(f"a middle copy adds 1 to {k_old} layers to {k_old}, not {b}: at most double the "
@@ -360,14 +337,10 @@ def middle_copy(k_old, k_new):
 
 
 def random_path(L, p, rng):
-    """RaPTr's path for one step (Panigrahi et al. 2024, "Efficient Stagewise Pretraining via Progressive
-    Subnetworks", Sec. 3): of the L layers of the full model, the fixed set {first, last} always runs, and
-    p - 2 of the others, drawn uniformly without replacement, run in their order; every skipped layer is the
-    identity on the residual stream, and each drawn one is scaled (`path_scales`). p grows by stage until the
-    full model trains. The paper draws each layer with a probability of its own; an exact length gives each
-    middle layer the same probability (p - 2) / (L - 2) and every step the same FLOPs. `rng` is the run's
-    sampler (seeded alike on every rank, so all ranks run the same path). One path of 4 of 6 layers:
-    0,2,3,5."""
+    """RaPTr's path for one step (Panigrahi et al. 2024, Sec. 3): the first and last of L layers, and p - 2 of
+    the others drawn without replacement, in order (4 of 6: 0,2,3,5); a skipped layer is the identity. The
+    paper draws each layer by its own chance; an exact length gives each the same, (p - 2) / (L - 2), and
+    every step the same FLOPs. `rng` is seeded alike on every rank."""
     if not 2 <= p <= L:
         raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, "
                          f"not {p}")
@@ -376,36 +349,23 @@ def random_path(L, p, rng):
 
 
 def path_scales(path, L):
-    """RaPTr's scaling of a path's layers: a drawn layer (not first or last) runs with probability
-    q = (p - 2) / (L - 2), and its residual branches are multiplied by 1 / q, so that each layer's expected
-    contribution to the residual stream is the full model's (the inverted scaling of stochastic depth and
-    dropout); the fixed first and last layers run always, unscaled. The full path (p = L) is the model
-    itself: every scale 1, as evaluation runs it."""
+    """RaPTr's scaling: a drawn layer runs with probability q = (p - 2) / (L - 2), so its residual branches
+    are multiplied by 1 / q (as inverted dropout), keeping its expected contribution; the first and last
+    layers run always, unscaled, and the full path (p = L) is the model itself."""
     q = (len(path) - 2) / (L - 2) if L > 2 else 1.0
     return [1.0 if t in (0, len(path) - 1) else 1 / q for t in range(len(path))]
 
 
 def deepen(model, k_new, op='interpolate', noise=0.0):
-    """A new model owning k_new weight blocks made from the k_old blocks of `model`.
-
-    stack (StackBERT; Apollo Eq. 11):        new block i <- old block i % k_old (copies go on top)
-    interpolate (Apollo Eq. 12):             new block i <- old block (i * k_old) // k_new (next to itself)
-    identity (StackBERT's identity.py, Gong et al. 2019): the old blocks keep their places and the new ones go
-        on top, random as that script makes them (`new_block`), their output projections zero, so a pre-LN
-        model computes the same function.
-    middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle group of layers is copied, see `middle_copy`.
-    fresh (the random initialisation of zero/one-layer progressive training, Bu 2025): as identity, but the new
-        blocks are initialised as the model initialises its blocks (`new_block`). The output projections get
-        gradients at once and the rest of the block follows. The only operator that grows a model of 0
-        blocks.
-    Every block is a fresh deep copy: no two blocks share storage, so they can drift apart.
-    noise > 0 (--depth_noise; G_stack, Du et al. 2024, found about 20% slightly better than exact copies):
-    every copy after the first of an old block gets, in each weight tensor W, W + noise * std(W) * N(0, 1)
-    elementwise (from torch's generator); the first copy of each block stays exact. The function changes, on
-    purpose.
-    Returns (new model, src) with src[i] the old block that new block i came from (None: a fresh block; the
-    optimizer uses it).
-    """
+    """A new model owning k_new weight blocks made from the k_old blocks of `model` (`depth_source`):
+    stack (StackBERT; Apollo Eq. 11): new block i <- old block i % k_old (copies on top)
+    interpolate (Apollo Eq. 12): new block i <- old block (i * k_old) // k_new (next to itself)
+    middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle group of layers copied (`middle_copy`)
+    identity (StackBERT's identity.py) and fresh (Bu 2025's random initialisation; the only operator that
+        grows 0 blocks): the new blocks on top, made afresh with zero output projections (`new_block`)
+    Every block is a deep copy, free to drift apart. noise > 0 (--depth_noise; G_stack, Du et al. 2024):
+    every copy after a block's first gets W + noise * std(W) * N(0, 1). Returns (new model, src), src[i] the
+    old block of new block i (None: made afresh)."""
     k_old = len(model.blocks)
     if k_new <= k_old:
         raise ValueError(f"growth must add blocks: {k_old} -> {k_new}")
@@ -439,11 +399,9 @@ def depth_source(k_old, k_new, op):
 
 
 def new_block(cfg, op):
-    """A block made afresh by a growth, its two output projections (attention out, the FFN's second matrix)
-    and their biases zero, so that in a pre-LN model it adds nothing to the residual stream. fresh: otherwise
-    as the model initialises a block (matrices N(0, 0.02), LayerNorms 1 and 0); identity: as StackBERT's
-    identity.py does, every bias zero and every other weight, LayerNorm gains included, N(0, 1 / n) with n
-    its first dimension (its "Kaiming normal")."""
+    """A block made afresh, its two output projections zero, so a pre-LN model's function is unchanged. fresh:
+    otherwise as the model initialises a block; identity: as StackBERT's identity.py, biases zero and every
+    other weight (LayerNorm gains too) N(0, 1 / n), n its first dimension."""
     block = Block(cfg).apply(Transformer._init_weights)
     with torch.no_grad():
         for name, p in block.named_parameters() if op == 'identity' else ():
@@ -455,63 +413,39 @@ def new_block(cfg, op):
     return block
 
 
-def tiling(model, n_embd, d_ff):
-    """How each parameter grows when n_embd (with n_head, head_dim fixed) and d_ff are multiplied by integers.
+# How each parameter is tiled, by its name (a block's without 'blocks.i.'): (dim, groups, split) entries, each
+# tiling `dim` n times inside `groups` equal parts (c_attn's q, k, v), divided by n when `split` (what reads
+# the n copies sums them). Hidden size (Staged Training / HyperCloning): wherever a dimension is n_embd;
+# every name not listed (LayerNorms, output biases) repeats along dim 0.
+EMBD_TILES = {'wte.weight': [(1, 1, False)], 'wpe.weight': [(1, 1, False)], 'ln_f.weight': [(0, 1, True)],
+              'ln_f.bias': [(0, 1, True)], 'attn.c_attn.weight': [(0, 3, False), (1, 1, True)],
+              'attn.c_attn.bias': [(0, 3, False)], 'attn.c_proj.weight': [(0, 1, False), (1, 1, True)],
+              'mlm_dense.weight': [(0, 1, False), (1, 1, True)], 'mlp.c_fc.weight': [(1, 1, True)],
+              'mlp.c_fc.bias': [], 'mlm_bias': []}
+# FFN width (CompoundGrow, Gu et al. 2021): W1' = [W1; W1], b1' = [b1; b1], W2' = [W2, W2] / n
+FFN_TILES = {'mlp.c_fc.weight': [(0, 1, False)], 'mlp.c_fc.bias': [(0, 1, False)],
+             'mlp.c_proj.weight': [(1, 1, True)]}
 
-    Entries are (dim, n, groups, split): tile `dim` n times, separately inside `groups` equal parts (q, k, v
-    of c_attn), and, when `split`, divide by n because the n copies are summed by what reads them.
-    FFN (CompoundGrow's parameter sharing, preferred by Gu et al. 2021 over factorisation):
-      W1' = [W1; W1; ...], b1' = [b1; b1; ...], W2' = [W2, W2, ...] / n, b2' = b2: each hidden unit is copied
-      n times and W2 reads the n copies, so the output is exactly unchanged.
-    Hidden size (Staged Training / HyperCloning, beyond CompoundGrow): embeddings [E, E], every linear the
-      2x2 tiling of W with the input side divided by 2, LayerNorms repeated, heads duplicated. The residual
-      stream becomes [x, x] and LN([x, x]) = [LN(x), LN(x)]. The tied decoder would double the logits, so
-      the LayerNorm before it is halved (ln_f, split).
-    """
-    cfg = model.cfg
-    e, f = n_embd // cfg.n_embd, d_ff // cfg.d_ff
+
+def tiling(model, n_embd, d_ff):
+    """Each parameter's tiling, (dim, n, groups, split) entries, when n_embd (head_dim fixed) and d_ff are
+    multiplied by whole numbers: the output stays the same (the stream becomes [x, x], and ln_f is halved
+    for the tied decoder)."""
+    e, f = n_embd // model.cfg.n_embd, d_ff // model.cfg.d_ff
     tiles = {}
-    for name, p in model.named_parameters():
+    for name, _ in model.named_parameters():
         leaf = name.split('.', 2)[-1] if name.startswith('blocks.') else name
-        ops = []
-        if e > 1:  # the residual stream's width: wherever a dimension has size n_embd
-            if leaf in ('wte.weight', 'wpe.weight'):
-                ops.append((1, e, 1, False))
-            elif leaf.startswith('ln_f.'):
-                ops.append((0, e, 1, True))
-            elif leaf == 'attn.c_attn.weight':
-                ops += [(0, e, 3, False), (1, e, 1, True)]
-            elif leaf == 'attn.c_attn.bias':
-                ops.append((0, e, 3, False))
-            elif leaf in ('attn.c_proj.weight', 'mlm_dense.weight'):
-                ops += [(0, e, 1, False), (1, e, 1, True)]
-            elif leaf == 'mlp.c_fc.weight':
-                ops.append((1, e, 1, True))
-            elif leaf == 'mlp.c_proj.weight':
-                ops.append((0, e, 1, False))
-            elif leaf != 'mlp.c_fc.bias' and leaf != 'mlm_bias':  # LayerNorms and output biases of width C
-                ops.append((0, e, 1, False))
-        if f > 1:
-            if leaf in ('mlp.c_fc.weight', 'mlp.c_fc.bias'):
-                ops.append((0, f, 1, False))
-            elif leaf == 'mlp.c_proj.weight':
-                ops.append((1, f, 1, True))
-        tiles[name] = ops
+        tiles[name] = [(d, e, g, s) for d, g, s in EMBD_TILES.get(leaf, [(0, 1, False)]) if e > 1] + \
+            [(d, f, g, s) for d, g, s in FFN_TILES.get(leaf, []) if f > 1]
     return tiles
 
 
 def tile(t, ops, moment=0, noise=0.0):
-    """Apply a parameter's tiling to a weight (moment 0) or to an AdamW moment of it (exp_avg 1, exp_avg_sq 2).
-
-    A weight's split copies are divided by n (what reads them sums the n copies). A moment follows the gradient
-    each copy will receive, which is the other way round: a split copy reads n equal inputs and gets the
-    original's gradient, so it keeps the moment; a copy that is not split (a copied unit, whose n copies are
-    summed downstream, or a copy of the residual stream) gets 1/n of it, so exp_avg / n and exp_avg_sq / n^2.
-    Then Adam's first update after the growth is the one each copy's own gradient would make.
-
-    noise > 0 breaks the symmetry of split copies without changing the function: copy i
-    gets W/n + eps_i with sum_i eps_i = 0, eps ~ N(0, (noise * std W)^2). The inputs of the copies are equal,
-    so the sum is unchanged, but from now on they receive different gradients and can drift apart."""
+    """A parameter's tiling applied to its weight (moment 0) or an AdamW moment (exp_avg 1, exp_avg_sq 2). A
+    moment follows the gradient each copy will receive, the other way round from the weight: a split copy
+    gets the original's gradient and keeps the moment; any other copy gets 1/n of it, so exp_avg / n and
+    exp_avg_sq / n^2. noise > 0 breaks the split copies' symmetry with the same sum: W/n + eps_i, sum_i eps_i
+    = 0, eps ~ N(0, (noise * std W)^2)."""
     for dim, n, groups, split in ops:
         parts = t.unflatten(dim, (groups, -1))
         copies = [parts] * n
@@ -541,10 +475,8 @@ def widen(model, n_embd, d_ff, noise=1e-2):
 
 
 def growth_map(grown, src=None, tiles=None):
-    """Where each parameter of a grown model comes from: its name -> (the old parameter's name, its tiling).
-    Depth: new block i is old block src[i] (`deepen`); width: the tiling of `widen` (`tiling`). `deepen` and
-    `widen` build the weights by these maps; the optimizer's moments follow the same map through `tile`
-    (scaled to the gradient each copy will receive)."""
+    """Where each parameter of a grown model comes from: name -> (the old parameter's name, its tiling): new
+    block i is old block src[i] (`deepen`), then `widen`'s tiling. The moments follow it (`carry_moments`)."""
     sources = {}
     for name, _ in grown.named_parameters():
         old = name
@@ -557,10 +489,8 @@ def growth_map(grown, src=None, tiles=None):
 
 
 def carry_moments(old, new, sources):
-    """AdamW's moments through a growth: each parameter of the `new` (model, optimizer) takes the state of its
-    source in the `old` pair (`growth_map`), tiled as the weight is and scaled to the gradient each copy will
-    receive: exp_avg / n and exp_avg_sq / n^2 for a copy whose output is one of n summed copies, unchanged for
-    a split copy (`tile`); the step count kept. A parameter with no source starts with none."""
+    """AdamW's moments through a growth: each parameter of the `new` (model, optimizer) takes its source's
+    state in the `old` pair (`growth_map`), tiled by `tile`, the step count kept; no source, no state."""
     (model, optimizer), (grown, new_optimizer) = old, new
     moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
     for n, p in grown.named_parameters():
@@ -573,16 +503,10 @@ def carry_moments(old, new, sources):
                                           exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
 
 
-# an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
-IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
-
-
 def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95):
-    """AdamW (nanoGPT's configure_optimizers): weight decay on matrices and embeddings only, never on biases
-    and LayerNorm gains. With `per_block` (--shared_lr) each weight block has groups of its own (`block`: its
-    index), so its rate can be scaled. Fused on every device (CPU too, since torch 2.4): one kernel for all
-    parameters, and it can skip a step on the device (`found_inf`), which the loop's non-finite check relies
-    on."""
+    """AdamW (nanoGPT's configure_optimizers): weight decay on matrices and embeddings only. With `per_block`
+    (--shared_lr) each block has groups of its own (`block`: its index). Fused on every device: one kernel,
+    and it skips a step on the device (`found_inf`), which the loop's non-finite check relies on."""
     owner = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()} if per_block else {}
     groups = []
     for block in [None] + sorted(set(owner.values())):  # (None: the parameters outside the blocks)
@@ -593,26 +517,15 @@ def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95):
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=True)
 
 
-def load_optimizer(optimizer, saved):
-    """A checkpoint's AdamW state (moments, steps, rates) in an optimizer built here: the saved groups' own
-    implementation flags would otherwise win (a CPU checkpoint of an earlier version is not fused), and the
-    step counts go where this optimizer's kernel reads them (on the parameters' device when fused)."""
-    groups = [dict(g, **{k: built[k] for k in IMPLEMENTATION if k in built})
-              for g, built in zip(saved['param_groups'], optimizer.param_groups)]
-    optimizer.load_state_dict(dict(saved, param_groups=groups))
-
-
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, queries=0):
     """Training FLOPs (forward + backward) of one optimizer step (PaLM, Chowdhery et al. 2022, appendix B):
 
         6 * N_exec * tokens + 12 * L_exec * n_embd * T * tokens
 
-    N_exec: matmul parameters a token passes through at the depth actually *executed* (shared blocks
-    count once per use), plus the LM head for the tokens that reach it: every token for GPT, only the
-    masked ones for BERT (`head_tokens`, default 15% of tokens). The second term is attention's
-    QK^T and AV, counted over the full T x T (nanoGPT's convention, also for causal).
-    With embedding pooling (`pool` r > 1, `queries` padded masked positions per window of seq_len): the blocks
-    run S = T/r + queries positions per window, and the first layer's keys and values T + queries.
+    N_exec: the matmul parameters a token passes at the depth *executed* (a shared block once per use), plus
+    the LM head for the tokens that reach it (BERT: `head_tokens`, default 15%). The second term is
+    attention's QK^T and AV over the full T x T (nanoGPT's convention). With pooling (`pool` r > 1,
+    `queries` per window): the blocks run S = T/r + queries positions, the first layer's keys T + queries.
     """
     C, H = cfg.n_embd, cfg.d_ff
     per_layer = 4 * C * C + 2 * C * H          # qkv + attention out + the two FFN matrices
@@ -628,8 +541,7 @@ def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, querie
 
 
 def micro_batch_flops(cfg, depth, stage, y):
-    """The FLOPs of one micro-batch: BERT's head runs on the masked positions only, and a pooled stage also
-    runs one query per masked position (padded to the most in any window)."""
+    """The FLOPs of one micro-batch: BERT's head on the masked positions, a pooled stage's queries padded."""
     if cfg.kind == 'gpt':
         return flops_per_step(cfg, depth, y.numel(), stage.seq)
     masked = y.numpy() != -100  # (the host's copy: counting it waits for no device)

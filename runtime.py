@@ -293,6 +293,17 @@ def write_checkpoint(state, out_dir):
     os.replace(path + '.tmp', path)
 
 
+# an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
+IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
+
+
+def load_optimizer(optimizer, saved):
+    """A checkpoint's AdamW state in an optimizer built here, keeping this device's implementation flags."""
+    groups = [dict(g, **{k: built[k] for k in IMPLEMENTATION if k in built})
+              for g, built in zip(saved['param_groups'], optimizer.param_groups)]
+    optimizer.load_state_dict(dict(saved, param_groups=groups))
+
+
 def checkpoint_model(out_dir):
     """The model of out_dir's checkpoint (in eval mode), and the checkpoint: what sample.py and export.py
     read."""

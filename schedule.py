@@ -1,9 +1,8 @@
 """
-The schedule of a run: the method table (one `Method` entry per method) and all that an entry implies: the
-stages a run trains (depth, width, length, and where each starts on the run's clock), what a step draws
-(Apollo's depth, RaPTr's path), the depth evaluation runs, the learning rate at every point of the clock, the
-budget (`Budget`: steps, or FLOPs in steps of the target) and --plan's description of it all. Everything here
-is checked before anything trains: bad input is one line naming the flag and what would be valid.
+The schedule of a run: the method table (`METHODS`) and all that an entry implies: the stages (depth, width,
+length, and where each starts on the run's clock), what a step draws (Apollo's depth, RaPTr's path), the
+depth evaluation runs, the learning rate, the budget's clock (`Budget`) and --plan's description of it all,
+checked before anything trains.
 """
 import math
 from dataclasses import dataclass, replace
@@ -11,10 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-import data
 from data import InputError
-from model import (config_for, depth_probabilities, depth_source, draw_depth, flops_per_step, map_layers,
-                   random_path)
+from model import depth_probabilities, depth_source, draw_depth, flops_per_step, map_layers, random_path
 
 
 def midas_stages(L):
@@ -31,8 +28,7 @@ def prop1(n_stages):
 
 @dataclass(frozen=True)
 class Method:
-    """One method: everything the loop, the budget, --compare and the export ask of it. Adding a method is one
-    entry in METHODS (and a depth operator in `deepen` of model.py if it copies blocks a new way)."""
+    """One method: everything the loop, the budget and --compare ask of it (adding a method: README)."""
     paper: str                # where it comes from
     stages: Callable          # L -> weight blocks per stage (draws 'path': path lengths, owning all L blocks)
     stage_at: object = ()     # budget fractions where stages 2.. start, or a rule: n_stages -> fractions
@@ -49,9 +45,8 @@ class Method:
 
 @dataclass(frozen=True)
 class Stage:
-    """A stretch of a run with one model shape (`stages_for`): where it starts and ends on the run's clock,
-    the model it trains, and its micro-batch of `batch` windows of `seq` tokens (the same tokens in every
-    stage)."""
+    """A stretch of a run with one model shape: its start and end on the run's clock, the model it trains,
+    and its micro-batch of `batch` windows of `seq` tokens (the same tokens in every stage)."""
     start: int
     end: int
     n_blocks: int             # weight blocks (RaPTr: all L)
@@ -79,36 +74,26 @@ METHODS = {
     'apollo': Method('Apollo, Pan et al. AAAI 2024 (Eqs. 7-12)', lambda L: [1, L // 4, L // 2, L],
                      [0.05, 0.1, 0.25], 'interpolate', draws='depth', sampling='lvps'),
     'scratch': Method('the target trained from random initialisation: the baseline', lambda L: [L]),
-    # StackBERT's stages last 50k, 70k and 280k of 400k updates: growths at 12.5% and 30%, which interpolate
-    # shares so that the two operators differ in nothing else
+    # StackBERT's stages: 50k, 70k and 280k of 400k updates; interpolate shares them to differ in nothing else
     'stack': Method('StackBERT, Gong et al. 2019', lambda L: [L // 4, L // 2, L], [0.125, 0.3], 'stack'),
     'interpolate': Method('Apollo, Pan et al. AAAI 2024, Eq. 12', lambda L: [L // 4, L // 2, L], [0.125, 0.3],
                           'interpolate'),
     # CompoundGrow's operators (FFN tiling, embedding pooling); its schedule is not published in code, so ours
     'compound': Method('CompoundGrow, Gu et al. NAACL 2021', lambda L: [L // 4, L // 2, L], [0.1, 0.3],
                        'stack', dims=('width', 'length')),
-    # G_stack (Du et al. 2024, "Stacking Your Transformers"): one growth, stacking the whole L/4-layer model 4
-    # times (their growth factor g = 4). Its timing is a token count from a law they fitted to model size and
-    # compute; we grow at a fraction of the budget like every other method.
+    # G_stack: one growth stacking the L/4-layer model 4 times (g = 4); its timing comes from a law fitted to
+    # model size and compute, ours is a fraction of the budget like every method's
     'gstack': Method('G_stack, Du et al. NeurIPS 2024', lambda L: [L // 4, L], [0.25], 'stack'),
-    # MIDAS: gradual middle stacking by groups of b = L/6 layers (6 stages; `midas_stages`, the group size is
-    # our choice), each stage's length proportional to its index (the paper's Prop-alpha with alpha = 1, as a
-    # public re-implementation quotes it), so the full model trains the last 2/7; the copied group is
-    # `middle_copy`.
+    # MIDAS: middle stacking by groups of L/6 layers (our choice), stage i lasting in proportion to i (the
+    # paper's Prop-alpha, alpha = 1, as a public re-implementation quotes it); the copy: `middle_copy`
     'midas': Method('MIDAS, Saunshi et al. NeurIPS 2024 (Fig. 1a)', midas_stages, prop1, 'middle'),
-    # RaPTr (Panigrahi et al. 2024): random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as
-    # in the paper), in stages of equal length (ours); it owns all L blocks from the start. The draw is
-    # `random_path`, each drawn layer scaled by `path_scales` (our reading of the paper's scaling: its full text
-    # and code were not available here).
-    # Zero/one-layer progressive training (Bu, "Scaling depth capacity via zero/one-layer model expansion",
-    # ICML 2026, arXiv 2511.04981; no code released): one block trained for most of the run, then one growth
-    # straight to L, late: at about 80% of the iterations (the paper's time, as its summaries give it; the
-    # paper finds one late growth better than several, e.g. 0 -> 2 -> 12), under a warmup-stable-decay
-    # schedule (--decay wsd, whose default decay is the last 20%: the full model trains the whole decay). The
-    # paper finds both copying the trained layer and a random initialisation of the new ones to converge
-    # fast; the default copies it (from one block, stack, interpolate and middle all copy it alike),
-    # --depth_op fresh initialises them, and --stages 0,L with fresh starts with no block at all (the
-    # zero-layer model).
+    # RaPTr: random paths of L/2, 2L/3, 5L/6 and L layers (6-8-10-12 for BERT-Base, as the paper), in stages
+    # of equal length (ours), owning all L blocks; `random_path` scaled by `path_scales` (our reading of the
+    # paper's scaling: its full text and code were not available here).
+    # Zero/one-layer progressive training (Bu, ICML 2026; no code released): one block for most of the run,
+    # then one late growth straight to L at about 80% (as its summaries give it), under --decay wsd. The
+    # default copies the trained layer; --depth_op fresh initialises the new ones (the paper finds both
+    # fast), and --stages 0,L with fresh starts from no block (the zero-layer model).
     'onelayer': Method('zero/one-layer progressive training, Bu, ICML 2026 (arXiv 2511.04981)',
                        lambda L: [1, L], [0.8], 'stack'),
     'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
@@ -131,10 +116,7 @@ GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_sta
 
 
 def stages_for(args, cfg):
-    """The stages of a run, in order: where each starts (a step of the budget's clock) and the model it trains
-    (n_blocks, n_embd, n_head, d_ff) on `batch` windows of `seq` tokens (tokens per step stay constant), each
-    mean-pooled by `pool` under --length_op pool, and (RaPTr) the length of its random `path`; plus the depth
-    operator of its growths."""
+    """The stages of a run in order (`Stage`), and the depth operator of its growths."""
     n_blocks, stage_at, op = depth_schedule(args, cfg)
     fractions = dim_fractions(args, cfg, n_blocks)
     if METHODS[args.method].draws == 'path':  # RaPTr: the stages are the layers run per step, of all L blocks
@@ -162,10 +144,9 @@ def stages_for(args, cfg):
 
 
 def place(args, cfg, stages, stage_at):
-    """Each stage's `start` and `end` on the run's clock, at the fractions `stage_at` of its length: --max_steps,
-    or under --budget flops --stage_clock steps the method's own steps, solved so that the stages' expected
-    FLOPs add up to what scratch spends in --max_steps (the papers' schedules are fractions of their steps;
-    the expected FLOPs of a step of each stage are known before training)."""
+    """Each stage's `start` and `end` at the fractions `stage_at` of the clock's length: --max_steps, or under
+    --budget flops --stage_clock steps the method's own steps, solved so that the stages' expected FLOPs add
+    up to scratch's in --max_steps (the papers' schedules are fractions of their steps)."""
     length = args.max_steps
     if args.budget == 'flops' and args.stage_clock == 'steps':
         per_step = [step_flops(args, cfg, st) for st in stages]
@@ -263,29 +244,24 @@ def dim_fractions(args, cfg, n_blocks):
 
 
 def depth_sampling(args):
-    """Apollo's per-step depth sampling and layer map, or (None, 'interpolate') for the other methods and for
-    --sampling none, which draws nothing: each stage trains, is evaluated and grows at its own k blocks (the
-    paper's "w/o sampling" ablation, interpolation on Apollo's schedule)."""
+    """Apollo's depth sampling and layer map; (None, 'interpolate') for the others and --sampling none, which
+    trains, evaluates and grows at its own k blocks (the paper's "w/o sampling" ablation)."""
     sampling = args.sampling or METHODS[args.method].sampling
     return None if sampling == 'none' else sampling, args.layer_map or 'interpolate'
 
 
-# what a growth changes: stage key -> its name in the growth's record (old_<name>, new_<name>) and line
-GROWN = {'n_blocks': 'blocks', 'path': 'path', 'n_embd': 'n_embd', 'd_ff': 'd_ff', 'seq': 'seq',
-         'pool': 'pool'}
+# what a growth can change: the Stage fields its record holds as old_<field> and new_<field>
+GROWN = ('n_blocks', 'path', 'n_embd', 'd_ff', 'seq', 'pool')
 
 
 def changes(old, new):
-    """What a growth from stage `old` to stage `new` changes, in words ('blocks 3 -> 6')."""
-    return [f"{name} {getattr(old, key)} -> {getattr(new, key)}" for key, name in GROWN.items()
-            if getattr(old, key) != getattr(new, key)]
+    """What a growth from stage `old` to stage `new` changes, in words ('n_blocks 3 -> 6')."""
+    return [f"{k} {getattr(old, k)} -> {getattr(new, k)}" for k in GROWN if getattr(old, k) != getattr(new, k)]
 
 
 def draw_step(args, stage, model, rng):
-    """What the method draws for one step (`Method.draws`): the depth each micro-batch runs, and the layer map
-    that runs it. Apollo draws one depth per step (every micro-batch and process run it), or one per
-    micro-batch with --sample_per micro (the official code's granularity); RaPTr draws one random path of the
-    stage's length per step (`random_path`); the others run their k blocks."""
+    """What the method draws for one step: the depth each micro-batch runs and the layer map. Apollo one depth
+    per step (or per micro-batch with --sample_per micro, the official code's), RaPTr a random path."""
     k, (sampling, layer_map) = len(model.blocks), depth_sampling(args)
     if stage.path:
         path = random_path(k, stage.path, rng)
@@ -297,15 +273,14 @@ def draw_step(args, stage, model, rng):
 
 
 def evaluation_depth(args, cfg):
-    """The depth (and layer map) that evaluation, growth probes, samples and the export run for a model of
-    config `cfg`: Apollo's shared blocks run the target depth L, every other model its own blocks."""
+    """The depth and layer map that evaluation, probes, samples and the export run: Apollo's shared blocks run
+    the target depth L, every other model its own blocks."""
     sampling, layer_map = depth_sampling(args)
     return dict(depth=cfg.n_layer if sampling else cfg.n_blocks, layer_map=layer_map)
 
 
 def stage_of(position, stages):
-    """Index of the stage that trains at `position` (stages whose start rounds to the same step are
-    skipped)."""
+    """Index of the stage that trains at `position`."""
     return max(i for i, stage in enumerate(stages) if stage.start <= position)
 
 
@@ -313,37 +288,10 @@ def fmt(values):
     return ','.join(str(v) for v in values)
 
 
-def positions(args):
-    """--pos, or the kind's default: GPT a learned table, BERT rotary (why: RESULTS.md, "A BERT that learns on
-    a CPU")."""
-    return args.pos or ('rope' if args.model == 'bert' else 'learned')
-
-
-def model_config(args, meta):
-    """The target Config from --size and its overrides, checked against the data."""
-    need = data.model_vocab(meta['vocab_size'])
-    if args.vocab_size is not None and args.vocab_size < meta['vocab_size'] + 1:
-        raise InputError(f"{args.data}/meta.json: vocabulary of {meta['vocab_size']} tokens (+[MASK]) "
-                         f"exceeds --vocab_size {args.vocab_size}; use at least {meta['vocab_size'] + 1} (or "
-                         f"omit it: {need})")
-    cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
-                     n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
-                     bias=bool(args.bias), pos=positions(args),
-                     pre_ln=None if args.norm is None else args.norm == 'pre')
-    for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
-        if getattr(cfg, k) <= 0:
-            raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")
-    if cfg.n_embd % cfg.n_head:
-        raise InputError(f"--n_embd {cfg.n_embd} is not divisible by --n_head {cfg.n_head}")
-    return cfg
-
-
 def lr_at(position, args, budget, since_growth=None):
-    """Linear warmup, then the decay to min_lr: cosine or linear over the rest of the run, or WSD
-    (warmup-stable-decay; Hu et al. 2024, MiniCPM): the peak rate until the last --decay_frac of the run, then
-    a linear decay. Growth never restarts it. `position` is on the run's clock (`Budget`), a float on the
-    FLOPs clock. With --rewarmup N the rate is ramped up again over the N optimizer steps after each growth
-    (Staged Training): `since_growth` counts them (None before the first growth)."""
+    """Linear warmup, then cosine or linear decay to min_lr, or WSD (Hu et al. 2024): the peak until the last
+    --decay_frac, then linear. Growth never restarts it; --rewarmup N ramps it up again over the N optimizer
+    steps after a growth (Staged Training), `since_growth` (None before the first)."""
     warmup, start, min_lr = lr_corners(args, budget.steps)
     if position < warmup:
         return args.lr * min(1.0, (position + 1) / warmup)
@@ -356,19 +304,16 @@ def lr_at(position, args, budget, since_growth=None):
 
 
 def lr_corners(args, length):
-    """(the warmup's steps, where the decay starts, the final rate) on a clock of `length`: WSD's stable phase
-    holds the peak from the warmup's end to the decay's start; cosine and linear decay from the warmup's end.
-    The default warmup is 5% of the clock."""
+    """(the warmup's steps, where the decay starts, the final rate) on a clock of `length`; the default
+    warmup is 5% of the clock."""
     warmup = args.warmup if args.warmup is not None else length // 20
     start = max(warmup, length * (1 - (args.decay_frac or 0.2))) if args.decay == 'wsd' else warmup
     return warmup, start, args.min_lr if args.min_lr is not None else args.lr / 10
 
 
 def shared_lr_scales(k, depths, layer_map, how):
-    """--shared_lr: block index -> the factor of its learning rate this step. A block run u times in one
-    forward receives the sum of u gradients: AdamW normalises the sum, but the function moves about u times as
-    far as an unshared layer's would. uses: 1 / u per block; ratio: k / d for all (averaged over the
-    micro-batches)."""
+    """--shared_lr: block -> its rate's factor this step. A block run u times moves the function about u times
+    as far as an unshared one (AdamW normalises the summed gradient). uses: 1 / u; ratio: k / d."""
     if how in (None, 'none'):
         return {}
     scales = {}
@@ -382,10 +327,8 @@ def shared_lr_scales(k, depths, layer_map, how):
 
 @dataclass
 class Budget:
-    """The run's budget and its clock: optimizer steps (--budget steps, and --budget flops with its default
-    --stage_clock steps, where the method takes as many steps of its own as spend scratch's FLOPs), or the
-    FLOPs spent in units of one step of the full target (--stage_clock flops). Stage boundaries, the LR
-    schedule, evaluations and the end all read this clock."""
+    """The run's clock, which stages, the LR, evaluations and the end read: optimizer steps (--budget flops
+    with --stage_clock steps: as many as spend scratch's FLOPs), or FLOPs in units of scratch's step."""
     steps: int            # the clock's length: --max_steps, or the method's own steps (`place`)
     by_flops: bool        # the clock reads the FLOPs spent (--stage_clock flops)
     scratch_step: float   # the FLOPs of one step of the target: scratch's step
@@ -428,8 +371,7 @@ def make_budget(args, cfg, stages, world=1):
 
 
 def step_flops(args, cfg, stage, world=1):
-    """The expected FLOPs of one optimizer step of `stage` (None: of scratch's target) over `world` processes:
-    at its mean executed depth (Apollo's draw), BERT's head on --mask_rate of the tokens."""
+    """The expected FLOPs of one step of `stage` (None: scratch's) over `world` processes, at its mean depth."""
     tokens = args.batch_size * args.grad_accum * cfg.block_size * world
     head = args.mask_rate * tokens if cfg.kind == 'bert' else None
     if stage is None:
@@ -441,8 +383,7 @@ def step_flops(args, cfg, stage, world=1):
 
 
 def stage_depths(args, cfg, stage):
-    """The depths a stage executes and their probabilities: Apollo's draw (`depth_probabilities`), the
-    length of RaPTr's path, or the stage's blocks."""
+    """{depth: probability} of a stage: Apollo's draw, RaPTr's path length, or its blocks."""
     sampling, _ = depth_sampling(args)
     if stage.path:
         return {stage.path: 1.0}
@@ -457,11 +398,9 @@ def mean_depth(depths):
 # ----------------------------------------------------------------------------- --plan
 
 def plan(args, cfg):
-    """What these flags will train, before a step is spent (--plan's text, and a run's banner): each stage's
-    range on the clock (and its steps and FLOPs), model and batch, executed depths with their probabilities
-    and the block each layer runs, each growth's copies, the learning rate at each boundary, and the FLOPs
-    against scratch. Returns (lines, series): the series is (share of scratch's FLOPs, mean executed depth,
-    learning rate) at every step of the clock, for the picture (`compare.plot_plans`)."""
+    """What these flags will train (--plan's text and a run's banner): each stage's clock range, steps, FLOPs,
+    model, batch, depths and the block each layer runs, each growth's copies and rate, the total against
+    scratch. Returns (lines, `plan_series` for the picture)."""
     stages, op = stages_for(args, cfg)
     budget = make_budget(args, cfg, stages)
     total = args.max_steps * budget.scratch_step  # what scratch spends

@@ -30,7 +30,7 @@ import runtime
 import sample
 import schedule
 from model import (Config, Transformer, carry_moments, deepen, depth_probabilities, draw_depth, flops_per_step,
-                   growth_map, load_optimizer, make_optimizer, map_layers, middle_copy, path_scales, random_path,
+                   growth_map, make_optimizer, map_layers, middle_copy, path_scales, random_path,
                    rope_tables, rotate, widen)
 
 
@@ -575,7 +575,7 @@ def test_raptr_runs_paths_of_each_stage_and_evaluates_the_full_model(corpus, tmp
     flops = [b['flops'] - a['flops'] for a, b in zip([dict(flops=0)] + train, train)]
     assert flops == [flops_per_step(cfg, r['depth'], 8 * 32, 32) for r in train]  # only the executed layers
     growths = records(tmp_path, 'growth')
-    assert [(g['old_path'], g['new_path'], g['old_blocks'], g['new_blocks']) for g in growths] == \
+    assert [(g['old_path'], g['new_path'], g['old_n_blocks'], g['new_n_blocks']) for g in growths] == \
         [(3, 4, 6, 6), (4, 5, 6, 6), (5, 6, 6, 6)]
 
 
@@ -599,7 +599,7 @@ def test_onelayer_grows_once_late_from_one_block_or_from_none(corpus, tmp_path):
             'wsd']
     run(corpus, tmp_path / 'one', *argv)
     growth, = records(tmp_path / 'one', 'growth')
-    assert (growth['step'], growth['old_blocks'], growth['new_blocks'], growth['src'], growth['op']) == \
+    assert (growth['step'], growth['old_n_blocks'], growth['new_n_blocks'], growth['src'], growth['op']) == \
         (16, 1, 4, [0, 0, 0, 0], 'stack')
     assert [r['depth'] for r in records(tmp_path / 'one', 'train')] == [1] + [4]  # (log steps 10 and 20)
     run(corpus, tmp_path / 'zero', *argv, '--stages', '0,4', '--depth_op', 'fresh')
@@ -1154,7 +1154,7 @@ def test_budget_knows_the_flops_to_go_and_the_cost(capsys, corpus, tmp_path):
 def test_growth_happens_at_the_expected_steps(corpus, tmp_path):
     run(corpus, tmp_path, '--method', 'stack', '--n_layer', 4, '--max_steps', 16, '--log_interval', 1)
     growths = records(tmp_path, 'growth')  # stages 1,2,4 at 0.125 and 0.3 of 16 steps: steps 2 and 5
-    assert [(g['step'], g['old_blocks'], g['new_blocks'], g['stage']) for g in growths] == [(2, 1, 2, 2),
+    assert [(g['step'], g['old_n_blocks'], g['new_n_blocks'], g['stage']) for g in growths] == [(2, 1, 2, 2),
                                                                                             (5, 2, 4, 3)]
     train = records(tmp_path, 'train')
     assert [r['depth'] for r in train] == [1, 1, 2, 2, 2] + [4] * 11  # record s is the update s-1 -> s
@@ -1372,7 +1372,7 @@ def test_each_kind_has_its_defaults(corpus):
 
     def defaults(*argv):
         args = flags.parse_args(['--size', 'tiny', *argv])
-        cfg = schedule.model_config(args, meta)
+        cfg = flags.model_config(args, meta)
         return cfg.pos, cfg.pre_ln, args.lr
     assert defaults() == ('learned', True, 1e-3)
     assert defaults('--model', 'bert') == ('rope', False, 5e-4)
@@ -1407,7 +1407,7 @@ def test_compound_stages_keep_tokens_and_follow_width_and_length_in_flops(corpus
     tokens = np.diff([0] + [r['tokens'] for r in train])
     assert set(tokens) == {8 * 32}  # tokens per optimizer step constant across length stages
     growths = records(tmp_path, 'growth')
-    assert [(g['new_blocks'], g['new_d_ff'], g['new_seq']) for g in growths] == [(2, 64, 16), (4, 128, 32)]
+    assert [(g['new_n_blocks'], g['new_d_ff'], g['new_seq']) for g in growths] == [(2, 64, 16), (4, 128, 32)]
     widths = [32] * 2 + [64] * 4 + [128] * 14
     flops = np.diff([0] + [r['flops'] for r in train])
     for f, r, d_ff in zip(flops, train, widths):
@@ -1837,7 +1837,7 @@ def test_a_checkpoint_resumes_into_the_optimizer_built_here(corpus, tmp_path):
     model(x, x)[1].backward()
     other.step()
     here = make_optimizer(model, args.lr, args.weight_decay)
-    load_optimizer(here, other.state_dict())
+    runtime.load_optimizer(here, other.state_dict())
     assert all(g['fused'] and g['foreach'] is None for g in here.param_groups)
     assert all(s['step'].dtype == torch.float32 and s['step'].device == p.device and s['step'] == 1
                for p, s in here.state.items()) and len(here.state) == len(list(model.parameters()))
