@@ -331,10 +331,28 @@ def show_plan(args):
     plans = {}
     for m in methods:
         sub = method_args(args, m, args.seed) if args.compare else args
-        plans[m] = schedule.plan(sub, model_config(sub, meta))
+        cfg = model_config(sub, meta)
+        plans[m] = schedule.plan(sub, cfg), plan_series(sub, cfg)
         print('\n'.join(plans[m][0]) + '\n')
     plot_plans({m: series for m, (_, series) in plans.items()}, os.path.join(args.out_dir, 'plan.png'))
     return plans
+
+
+def plan_series(args, cfg):
+    """(share of scratch's FLOPs, mean executed depth, learning rate) at each step of the schedule's clock."""
+    stages = stages_for(args, cfg)[0]
+    budget = schedule.make_budget(args, cfg, stages)
+    means = [schedule.mean_depth(schedule.stage_depths(args, cfg, st)) for st in stages]
+    series, flops, total = [], 0.0, args.max_steps * budget.scratch_step
+    for position in range(budget.steps + 1):
+        i = schedule.stage_of(position, stages)
+        at = min(position, budget.steps - 1)
+        # (--rewarmup counts optimizer steps; a unit of the FLOPs clock is scratch's step)
+        since = (at - stages[i].start) * (budget.scratch_step / budget.step_flops[i] if budget.by_flops else 1)
+        x = position / budget.steps if budget.by_flops else flops / total
+        series.append((x, means[i], schedule.lr_at(at, args, budget, since if i else None)))
+        flops += budget.step_flops[i]
+    return series
 
 
 def plot_plans(plans, path):

@@ -325,8 +325,7 @@ def model_config(args, meta):
                          f"omit it: {need})")
     cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
                      n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
-                     bias=bool(args.bias), pos=args.pos,
-                     pre_ln=None if args.norm is None else args.norm == 'pre')
+                     bias=bool(args.bias), pos=args.pos, pre_ln=None if args.norm is None else args.norm == 'pre')
     for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
         if getattr(cfg, k) <= 0:
             raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")

@@ -29,12 +29,12 @@ import flags
 from data import InputError
 from model import (Config, Transformer, carry_moments, deepen, growth_map, make_optimizer, micro_batch_flops,
                    num_params, widen)
-from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, command,
-                     compile_blocks, compiled_graphs, duration, human, leave_process_group, load_optimizer,
-                     not_finite, out_of_memory, peak_flops, read_checkpoint, rng_states, set_rng_states,
-                     start_runtime, start_wandb, write_checkpoint)
-from schedule import (GROWN, METHODS, Budget, changes, clock_words, draw_step, evaluation_depth, lr_at,
-                      make_budget, plan, shared_lr_scales, stage_of, stages_for)
+from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, close, command,
+                     compile_blocks, compiled_graphs, duration, human, load_optimizer, not_finite, out_of_memory,
+                     peak_flops, read_checkpoint, rng_states, set_rng_states, start_runtime, start_wandb,
+                     write_checkpoint)
+from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_depth, lr_at, make_budget, plan,
+                      shared_lr_scales, stage_of, stages_for)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -162,14 +162,10 @@ def finish(run, request, done):
         stage_summary(run)
         rt.say(run.budget.cost(progress, args))
         if args.sample_tokens > 0 and rt.master:  # what it learned: sample.py on the checkpoint just written
-            script = os.path.join(os.path.dirname(__file__), 'sample.py')
-            prompt = ['--prompt', args.prompt] if args.prompt else []
-            subprocess.run([sys.executable, script, '--out_dir', args.out_dir, '--device', args.device,
-                            '--sample_tokens', str(args.sample_tokens), *prompt])
-    if rt.ddp:
-        leave_process_group()
-    if run.log.wandb:
-        run.log.wandb.finish()
+            subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), 'sample.py'), '--out_dir',
+                            args.out_dir, '--device', args.device, '--sample_tokens', str(args.sample_tokens),
+                            *(['--prompt', args.prompt] if args.prompt else [])])
+    close(rt, run.log)
     if not done:  # (--stop_at or a signal) say how to continue
         resume = f"continue with: python grow.py --resume --out_dir {args.out_dir}"
         if request.signum:
@@ -219,13 +215,12 @@ class LogWindow:
     @staticmethod
     def at(progress, cold=False):
         window = LogWindow(progress.step, progress.train_time, progress.tokens, progress.flops)
-        if cold:
-            window.mark_cold(progress)
-        return window
+        return window.mark_cold(progress) if cold else window
 
     def mark_cold(self, progress):
         """The next step warms up (after a start, a resume or a growth): `warmed` sets its cost aside."""
         self.cold = progress.train_time, progress.tokens, progress.flops
+        return self
 
     def add(self, depths, loss, bad, lr):
         self.depths += depths
@@ -289,15 +284,12 @@ def optimizer_of(model, args):
 
 
 def describe(run):
-    """What is about to train: the target, and each stage and growth as --plan describes them."""
-    args, rt, cfg = run.args, run.rt, run.cfg
+    """What is about to train: the target's size, where, and --plan's lines (`schedule.plan`)."""
     with torch.device('meta'):  # the target's size without allocating it
-        n_params = num_params(Transformer(cfg))
-    rt.say(f"{cfg.kind} {args.size}: {n_params / 1e6:.2f}M parameters at {cfg.n_layer} layers, n_embd "
-           f"{cfg.n_embd}, T {cfg.block_size}, {args.method} on {rt}, {clock_words(args, run.budget)} of "
-           f"{run.step_tokens:,} tokens")
-    for line in plan(args, cfg)[0][1:] if len(run.stages) > 1 else []:
-        rt.say(line)
+        n_params = num_params(Transformer(run.cfg))
+    run.rt.say(f"target: {n_params / 1e6:.2f}M parameters, T {run.cfg.block_size}; on {run.rt}")
+    for line in plan(run.args, run.cfg):
+        run.rt.say(line)
 
 
 def evaluate_and_save(run):
@@ -457,8 +449,7 @@ def settle(run):
 
 def stuck_at(run, lr=None):
     """Where a run diverged and what to try: the tail of the Diverged line."""
-    progress = run.progress
-    where = f" (stage {progress.stage_index + 1}/{len(run.stages)}, lr {lr:.2e})" if lr is not None else ""
+    where = f" (stage {run.progress.stage_index + 1}/{len(run.stages)}, lr {lr:.2e})" if lr is not None else ""
     return (f"{where}; the last good checkpoint stays in {run.args.out_dir}/ckpt.pt. Try a lower --lr "
             f"(allowed with --resume), --rewarmup N after growth, or --opt_state reset")
 
@@ -478,8 +469,6 @@ def stage_summary(run):
     progress.depths = {}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
 def save_checkpoint(run, **extra):
     """Everything a resumed run needs to continue bit for bit (`runtime.write_checkpoint`)."""
     state = dict(config=asdict(run.model.cfg), model=run.model.state_dict(),
@@ -490,17 +479,12 @@ def save_checkpoint(run, **extra):
 
 # ----------------------------------------------------------------------------- the command line
 
-# the modes of grow.py's command line that scripts above it run, each taking grow.py's flags: a mode flag, and
-# its script. The core never imports a script: `main` starts it in place of this process.
+# grow.py's modes: a flag, and the script above that runs it with the same flags in place of this process
 MODES = (('export_hf', 'export.py'), ('sample', 'sample.py'), ('plan', 'compare.py'), ('compare', 'compare.py'))
 
 
 def main(argv=None):
     """`python grow.py`: train as the flags say; a mode of MODES runs its script with the same flags."""
-    for stream in (sys.stdout, sys.stderr):  # log lines reach a pipe (`| tee run.log`) as they are printed
-        if hasattr(stream, 'reconfigure'):
-            stream.reconfigure(line_buffering=True)
-
     def body():
         args, typed = flags.parse(argv)
         script = next((script for flag, script in MODES if getattr(args, flag)), None)

@@ -9,7 +9,6 @@ import copy
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -59,8 +58,7 @@ def num_params(module):
 
 
 def map_layers(k, d, how='interpolate'):
-    """Block index used by each of the d executed layers of a model owning k weight blocks.
-
+    """Block index used by each of the d executed layers of a model owning k weight blocks:
     interpolate (Apollo Eq. 12): w(t) = (t * k) // d, e.g. k=3, d=7 -> 0,0,0,1,1,2,2 (in integers: the
       official int(t / (d / k)) rounds wrongly for some k >= 14).
     stack (StackBERT; Apollo Eq. 11): w(t) = t % k for whole rounds of k, then the top d % k blocks, as the
@@ -79,49 +77,6 @@ def map_layers(k, d, how='interpolate'):
         whole = d - d % k
         return [t % k if t < whole else k - d + t for t in range(d)]
     raise ValueError(f"unknown layer map {how!r}; valid: interpolate, stack")
-
-
-def draw_depth(k, L, how, rng):
-    """Apollo's depth for one step of a model owning k of L blocks (Apollo, Table 1). lvps (low-value-
-    prioritised sampling, Eqs. 7-10): d = floor(k * y), y on `lvps_curve` at x ~ U(x_min, 1) clipped to
-    [1, L/k]: the cheap shallow depths get most of the mass. us: uniform on k..L; es: k or L; fs: L; none: k.
-    `rng` is seeded alike on every rank, so all ranks run the same depth."""
-    if how == 'lvps':
-        m, n, x_min = lvps_curve(k, L)
-        y = min(max(m / (rng.uniform(x_min, 1) + n), 1.0), L / k)
-        return int(k * y)
-    if how == 'us':
-        return int(rng.integers(k, L + 1))
-    if how == 'es':
-        return k if rng.random() < 0.5 else L
-    if how == 'fs':
-        return L
-    if how == 'none':
-        return k
-    raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
-
-
-def lvps_curve(k, L):
-    """LVPS's curve y = m / (x + n) for x in (x_min, 1), through y(x_min) = a = L/k + 0.4 and y(1) = b = 0.6
-    (Apollo, Eqs. 7-10; the official code's constants): (m, n, x_min)."""
-    a, b, x_min = L / k + 0.4, 0.6, 1e-6
-    n = (a * x_min - b) / (b - a)
-    return b * (n + 1), n, x_min
-
-
-def depth_probabilities(k, L, how):
-    """The exact distribution of `draw_depth`, {depth: probability}. lvps: y decreases in x, so d >= j
-    exactly when x <= m k / j - n, and P(d >= j) is that interval's share of (x_min, 1)."""
-    if how == 'lvps':
-        m, n, x_min = lvps_curve(k, L)
-        at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min)))
-                            for j in range(k + 1, L + 1)]
-        return {k + i: p - q for i, (p, q) in enumerate(zip(at_least, at_least[1:] + [0.0])) if p > q}
-    if how == 'us':
-        return {d: 1 / (L - k + 1) for d in range(k, L + 1)}
-    if how == 'es':
-        return {k: 0.5, L: 0.5} if k < L else {k: 1.0}
-    return {L if how == 'fs' else k: 1.0}
 
 
 def rope_tables(T, d):
@@ -158,9 +113,8 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
 
     def forward(self, x, context=None, mask=None):
-        """Self-attention; or, given a `context`, queries from x and keys and values from the context (the
-        same weights: the first layer of a pooled BERT stage). `mask` (B, 1, 1, keys) marks the keys to attend
-        to."""
+        """Self-attention; given a `context` (a pooled BERT stage's first layer), keys and values from it.
+        `mask` (B, 1, 1, keys) marks the keys to attend to."""
         B, T, C = x.shape
         hs = C // self.n_head
         if context is None:
@@ -336,18 +290,6 @@ def middle_copy(k_old, k_new):
     return list(range(s + b)) + list(range(s, k_old))
 
 
-def random_path(L, p, rng):
-    """RaPTr's path for one step (Panigrahi et al. 2024, Sec. 3): the first and last of L layers, and p - 2 of
-    the others drawn without replacement, in order (4 of 6: 0,2,3,5); a skipped layer is the identity. The
-    paper draws each layer by its own chance; an exact length gives each the same, (p - 2) / (L - 2), and
-    every step the same FLOPs. `rng` is seeded alike on every rank."""
-    if not 2 <= p <= L:
-        raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, "
-                         f"not {p}")
-    middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
-    return [0] + sorted(int(i) for i in middle) + [L - 1]
-
-
 def path_scales(path, L):
     """RaPTr's scaling: a drawn layer runs with probability q = (p - 2) / (L - 2), so its residual branches
     are multiplied by 1 / q (as inverted dropout), keeping its expected contribution; the first and last
@@ -518,10 +460,8 @@ def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95):
 
 
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, queries=0):
-    """Training FLOPs (forward + backward) of one optimizer step (PaLM, Chowdhery et al. 2022, appendix B):
-
-        6 * N_exec * tokens + 12 * L_exec * n_embd * T * tokens
-
+    """Training FLOPs (forward + backward) of one optimizer step (PaLM, Chowdhery et al. 2022, appendix B),
+    6 * N_exec * tokens + 12 * L_exec * n_embd * T * tokens.
     N_exec: the matmul parameters a token passes at the depth *executed* (a shared block once per use), plus
     the LM head for the tokens that reach it (BERT: `head_tokens`, default 15%). The second term is
     attention's QK^T and AV over the full T x T (nanoGPT's convention). With pooling (`pool` r > 1,

@@ -129,16 +129,15 @@ def start_runtime(args, unused=False):
     return rt
 
 
-def leave_process_group():
-    """Under torchrun, every rank leaves together. A rank used to leave as soon as its last collective
-    returned, while rank 0 was still writing the final checkpoint. gloo has no shutdown, and a group that a
-    DDP wrapper has used stays alive past destroy_process_group (its worker threads, its TCP loop and rank 0's
-    store thread were measured still running after it), so the rank that left first tore its connections
-    down at exit under a peer that still held them live: the likely cause of the rare SIGABRT at the end of a
-    DDP test ("terminate called without an active exception"). The barrier holds every rank until all have
-    finished, so none leaves while another is still working."""
-    dist.barrier()
-    dist.destroy_process_group()
+def close(rt, log):
+    """The end of a run: wandb's run finished, and under torchrun every rank leaving together (gloo has no
+    shutdown: a rank that left first tore its connections down under a peer still writing the checkpoint,
+    the likely cause of a rare SIGABRT at the end of a DDP test)."""
+    if log.wandb:
+        log.wandb.finish()
+    if rt.ddp:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def check_memory(args, rt, cfg):
@@ -419,6 +418,9 @@ class StopRequest:
 def command(prog, body):
     """A command's `body`, run: bad input ends it with one line and exit status 2, a run stopped early with its
     line and status (grow.py and the scripts above it)."""
+    for stream in (sys.stdout, sys.stderr):  # log lines reach a pipe (`| tee run.log`) as they are printed
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(line_buffering=True)
     try:
         return body()
     except InputError as e:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from data import InputError
-from model import depth_probabilities, depth_source, draw_depth, flops_per_step, map_layers, random_path
+from model import depth_source, flops_per_step, map_layers
 
 
 def midas_stages(L):
@@ -38,9 +38,6 @@ class Method:
     sampling: str = None      # the depth it draws by default (--sampling; draws 'depth' only)
     check: Callable = None    # its own validation of (args, stages): raises InputError
 
-    @property
-    def grows(self):  # the baseline trains the target from the first step: no stage starts later
-        return bool(self.stage_at)
 
 
 @dataclass(frozen=True)
@@ -103,13 +100,8 @@ METHODS = {
 
 # the flags of what a method draws per step: refused for the other methods, dropped for them in --compare
 DRAW_FLAGS = {'depth': ('sampling', 'layer_map', 'sample_per', 'shared_lr')}
-
-
 # --grow's dimensions, each with the flag of its per-stage fractions and the target size it scales
-DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'),
-        'length': ('seq_stages', 'block_size')}
-
-
+DIMS = {'width': ('ffn_stages', 'd_ff'), 'embd': ('embd_stages', 'n_embd'), 'length': ('seq_stages', 'block_size')}
 # flags that shape growth: meaningless for the baseline (refused there, dropped for it in --compare)
 GROWTH_FLAGS = ('stages', 'stage_at', 'depth_op', 'grow', 'ffn_stages', 'seq_stages', 'embd_stages',
                 'length_op', 'depth_noise')
@@ -119,10 +111,9 @@ def stages_for(args, cfg):
     """The stages of a run in order (`Stage`), and the depth operator of its growths."""
     n_blocks, stage_at, op = depth_schedule(args, cfg)
     fractions = dim_fractions(args, cfg, n_blocks)
-    if METHODS[args.method].draws == 'path':  # RaPTr: the stages are the layers run per step, of all L blocks
-        paths, n_blocks = n_blocks, [cfg.n_layer] * len(n_blocks)
-    else:
-        paths = [None] * len(n_blocks)
+    paths = n_blocks if METHODS[args.method].draws == 'path' else [None] * len(n_blocks)
+    if paths[0]:  # RaPTr: the stages are the layers run per step, of all L blocks
+        n_blocks = [cfg.n_layer] * len(n_blocks)
     pooled = args.length_op == 'pool'
     if pooled and min(fractions['seq_stages']) == 1:
         raise InputError("--length_op pool shortens the stages that --seq_stages (or --grow length) makes "
@@ -179,7 +170,7 @@ def depth_schedule(args, cfg):
             owners = ', '.join(k for k, other in METHODS.items() if other.draws == draws)
             raise InputError(f"{', '.join('--' + k for k in names)} belong to --method {owners}, not "
                              f"{args.method}")
-    if not m.grows and any(getattr(args, k) is not None for k in GROWTH_FLAGS):
+    if not m.stage_at and any(getattr(args, k) is not None for k in GROWTH_FLAGS):  # (no stage starts later)
         raise InputError(f"--method {args.method} trains the target from the first step; "
                          f"{', '.join('--' + k for k in GROWTH_FLAGS)} need a growth method")
     n_blocks = args.stages if args.stages is not None else m.stages(L)
@@ -257,6 +248,61 @@ GROWN = ('n_blocks', 'path', 'n_embd', 'd_ff', 'seq', 'pool')
 def changes(old, new):
     """What a growth from stage `old` to stage `new` changes, in words ('n_blocks 3 -> 6')."""
     return [f"{k} {getattr(old, k)} -> {getattr(new, k)}" for k in GROWN if getattr(old, k) != getattr(new, k)]
+
+
+def draw_depth(k, L, how, rng):
+    """Apollo's depth for one step of a model owning k of L blocks (Apollo, Table 1). lvps (low-value-
+    prioritised sampling, Eqs. 7-10): d = floor(k * y), y on `lvps_curve` at x ~ U(x_min, 1) clipped to
+    [1, L/k]: the cheap shallow depths get most of the mass. us: uniform on k..L; es: k or L; fs: L; none: k.
+    `rng` is seeded alike on every rank, so all ranks run the same depth."""
+    if how == 'lvps':
+        m, n, x_min = lvps_curve(k, L)
+        y = min(max(m / (rng.uniform(x_min, 1) + n), 1.0), L / k)
+        return int(k * y)
+    if how == 'us':
+        return int(rng.integers(k, L + 1))
+    if how == 'es':
+        return k if rng.random() < 0.5 else L
+    if how == 'fs':
+        return L
+    if how == 'none':
+        return k
+    raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
+
+
+def lvps_curve(k, L):
+    """LVPS's curve y = m / (x + n) for x in (x_min, 1), through y(x_min) = a = L/k + 0.4 and y(1) = b = 0.6
+    (Apollo, Eqs. 7-10; the official code's constants): (m, n, x_min)."""
+    a, b, x_min = L / k + 0.4, 0.6, 1e-6
+    n = (a * x_min - b) / (b - a)
+    return b * (n + 1), n, x_min
+
+
+def depth_probabilities(k, L, how):
+    """The exact distribution of `draw_depth`, {depth: probability}. lvps: y decreases in x, so d >= j
+    exactly when x <= m k / j - n, and P(d >= j) is that interval's share of (x_min, 1)."""
+    if how == 'lvps':
+        m, n, x_min = lvps_curve(k, L)
+        at_least = [1.0] + [min(1.0, max(0.0, (m * k / j - n - x_min) / (1 - x_min)))
+                            for j in range(k + 1, L + 1)]
+        return {k + i: p - q for i, (p, q) in enumerate(zip(at_least, at_least[1:] + [0.0])) if p > q}
+    if how == 'us':
+        return {d: 1 / (L - k + 1) for d in range(k, L + 1)}
+    if how == 'es':
+        return {k: 0.5, L: 0.5} if k < L else {k: 1.0}
+    return {L if how == 'fs' else k: 1.0}
+
+
+def random_path(L, p, rng):
+    """RaPTr's path for one step (Panigrahi et al. 2024, Sec. 3): the first and last of L layers, and p - 2 of
+    the others drawn without replacement, in order (4 of 6: 0,2,3,5); a skipped layer is the identity. The
+    paper draws each layer by its own chance; an exact length gives each the same, (p - 2) / (L - 2), and
+    every step the same FLOPs. `rng` is seeded alike on every rank."""
+    if not 2 <= p <= L:
+        raise ValueError(f"a path keeps the first and last of {L} layers: its length must be in 2..{L}, "
+                         f"not {p}")
+    middle = rng.choice(np.arange(1, L - 1), size=p - 2, replace=False) if p < L else np.arange(1, L - 1)
+    return [0] + sorted(int(i) for i in middle) + [L - 1]
 
 
 def draw_step(args, stage, model, rng):
@@ -340,9 +386,8 @@ class Budget:
 
     def where(self, position):
         """A point of the clock in words: 'step 120/1871' or '12% of the FLOPs'."""
-        if self.by_flops:
-            return f"{100 * position / self.steps:.3g}% of the FLOPs"
-        return f"step {position}/{self.steps}"
+        return f"{100 * position / self.steps:.3g}% of the FLOPs" if self.by_flops else \
+            f"step {position}/{self.steps}"
 
     def to_go(self, position):
         """The FLOPs still to spend: the schedule is known, so shallow stages are not taken for the pace."""
@@ -355,12 +400,9 @@ class Budget:
     def cost(self, progress, args):
         """What a finished run spent against a scratch run of the same budget (known without training it)."""
         share = progress.flops / (args.max_steps * self.scratch_step)
-        spent = (f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of "
-                 f"what scratch spends in {args.max_steps} steps")
-        if not METHODS[args.method].grows:
-            return spent
-        return (f"{spent}; `python grow.py --compare {BASELINE},{args.method} ...` shows whether it reached "
-                f"scratch's loss")
+        return (f"this run spent {progress.flops:.3e} FLOPs in {progress.step} steps: {100 * share:.0f}% of what "
+                f"scratch spends in {args.max_steps} steps" + (f"; `python grow.py --compare {BASELINE},"
+                f"{args.method} ...` shows whether it reached scratch's loss" if args.method != BASELINE else ""))
 
 
 def make_budget(args, cfg, stages, world=1):
@@ -400,15 +442,15 @@ def mean_depth(depths):
 def plan(args, cfg):
     """What these flags will train (--plan's text and a run's banner): each stage's clock range, steps, FLOPs,
     model, batch, depths and the block each layer runs, each growth's copies and rate, the total against
-    scratch. Returns (lines, `plan_series` for the picture)."""
+    scratch, as lines."""
     stages, op = stages_for(args, cfg)
     budget = make_budget(args, cfg, stages)
     total = args.max_steps * budget.scratch_step  # what scratch spends
     spent = [(st.end - st.start) * (budget.scratch_step if budget.by_flops else f)
              for st, f in zip(stages, budget.step_flops)]
     lines = [f"{args.method} ({METHODS[args.method].paper}): {cfg.kind} {args.size}, {cfg.n_layer} layers of "
-             f"n_embd {cfg.n_embd}, {clock_words(args, budget)} of "
-             f"{args.batch_size * args.grad_accum * cfg.block_size:,} tokens; " + lr_words(args, budget)]
+             f"n_embd {cfg.n_embd}, {args.batch_size * args.grad_accum * cfg.block_size:,} tokens a step, " +
+             clock_words(args, budget)]
     for i, (st, flops) in enumerate(zip(stages, spent)):
         if i:
             lr = lr_at(st.start, args, budget, since_growth=0)
@@ -424,23 +466,17 @@ def plan(args, cfg):
                      (' '.join(f"{d}:{p:.3f}" for d, p in depths.items()) + f" (mean {mean:.2f})"
                       if len(depths) > 1 else f"{mean:g}") + layer_words(args, cfg, st))
     lines.append(f"total: {sum(spent):.3e} FLOPs, {100 * sum(spent) / total:.1f}% of scratch's {total:.3e}")
-    return lines, plan_series(args, cfg, stages, budget)
+    return lines
 
 
 def clock_words(args, budget):
-    """The run's clock in words, for the start banner and --plan."""
-    if args.budget == 'steps':
-        return f"{budget.steps} steps"
-    if budget.by_flops:
-        return f"scratch's FLOPs of {args.max_steps} steps, stages placed on the FLOPs clock"
-    return f"{budget.steps} steps of its own (scratch's FLOPs of {args.max_steps} steps)"
-
-
-def lr_words(args, budget):
-    """The learning-rate schedule in words."""
+    """The run's clock and learning rate in words."""
+    clock = (f"{budget.steps} steps" if args.budget == 'steps' else
+             f"scratch's FLOPs of {args.max_steps} steps, stages placed on the FLOPs clock" if budget.by_flops
+             else f"{budget.steps} steps of its own (scratch's FLOPs of {args.max_steps} steps)")
     warmup, start, min_lr = lr_corners(args, budget.steps)
     decay = f"held to {start:g}, then linear" if args.decay == 'wsd' else args.decay
-    return (f"lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {budget.steps}" +
+    return (f"{clock}; lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {budget.steps}" +
             (f", re-warmed over {args.rewarmup} steps after each growth" if args.rewarmup else ""))
 
 
@@ -463,18 +499,3 @@ def layer_words(args, cfg, stage):
         blocks = map_layers(stage.n_blocks, cfg.n_layer, layer_map)
         return f"; at depth {cfg.n_layer} layer t runs block {fmt(blocks)}"
     return ""
-
-
-def plan_series(args, cfg, stages, budget):
-    """(share of scratch's FLOPs, mean executed depth, learning rate) at each step of the clock."""
-    means = [mean_depth(stage_depths(args, cfg, st)) for st in stages]
-    series, flops, total = [], 0.0, args.max_steps * budget.scratch_step
-    for position in range(budget.steps + 1):
-        i = stage_of(position, stages)
-        at = min(position, budget.steps - 1)
-        # (--rewarmup counts optimizer steps; a unit of the FLOPs clock is scratch's step)
-        since = (at - stages[i].start) * (budget.scratch_step / budget.step_flops[i] if budget.by_flops else 1)
-        x = position / budget.steps if budget.by_flops else flops / total
-        series.append((x, means[i], lr_at(at, args, budget, since if i else None)))
-        flops += budget.step_flops[i]
-    return series
