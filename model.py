@@ -211,27 +211,13 @@ class Transformer(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, idx, targets=None, depth=None, layer_map='interpolate', pool=1, masked=None):
-        """Run `depth` layers (default: one per block) through `map_layers` (BERT with pool > 1:
-        `forward_pooled`). GPT: targets are the next tokens; without them, the last position's logits. BERT:
-        targets are the ids at masked positions, -100 elsewhere; the MLM head runs on the masked positions
-        only, `masked` their flat indices when the host knows them (finding them waits for the device).
-        Returns (logits, loss or None)."""
-        cfg = self.cfg
-        T = idx.size(1)
-        if T > cfg.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size {cfg.block_size}")
-        x = self.wte(idx)
-        if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        if cfg.kind == 'bert':
-            x = self.ln_emb(x)
-        x = F.dropout(x, cfg.dropout, self.training)
+        """(logits, loss or None) at `depth` (`hidden`; BERT with pool > 1: `forward_pooled`). GPT: targets are
+        the next tokens; without them, the last position's logits. BERT: targets are the ids at masked positions,
+        -100 elsewhere; the head runs on those only, `masked` their flat indices if the host knows them."""
         if pool > 1:
-            return self.forward_pooled(x, targets, depth, layer_map, pool)
-        for i, scale in self.layers(depth, layer_map):
-            x = self.blocks[i](x, scale=scale)
-        if cfg.kind == 'gpt':
-            x = self.ln_f(x)
+            return self.forward_pooled(self.embed(idx), targets, depth, layer_map, pool)
+        x = self.hidden(idx, depth, layer_map)
+        if self.cfg.kind == 'gpt':
             if targets is None:
                 return x[:, -1:] @ self.wte.weight.T, None
             return self.lm_loss(x, self.wte.weight, targets)
@@ -241,6 +227,22 @@ class Transformer(nn.Module):
         logits = self.mlm_head(x)
         return logits, None if targets is None else F.cross_entropy(logits.float(), targets)
 
+    def embed(self, idx):
+        """Token embeddings (plus the learned positions), BERT's LayerNorm after them, dropout."""
+        T = idx.size(1)
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.cfg.block_size}")
+        x = self.wte(idx) if self.wpe is None else self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        return F.dropout(self.ln_emb(x) if self.cfg.kind == 'bert' else x, self.cfg.dropout, self.training)
+
+    def hidden(self, idx, depth=None, layer_map='interpolate', mask=None):
+        """The states a head reads (the LM head, finetune.py's): the executed layers, then GPT's ln_f or a pre-LN
+        BERT's ln_out. `mask` (B, 1, 1, T): the keys BERT attends to (padding left out)."""
+        x = self.embed(idx)
+        for i, scale in self.layers(depth, layer_map):
+            x = self.blocks[i](x, mask=mask, scale=scale)
+        return self.ln_f(x) if self.cfg.kind == 'gpt' else self.ln_out(x) if self.cfg.pre_ln else x
+
     def layers(self, depth, layer_map):
         """(block, residual scale) of each executed layer: `map_layers`, and RaPTr's `path_scales` for a path."""
         blocks = map_layers(len(self.blocks), depth or len(self.blocks), layer_map)
@@ -248,10 +250,7 @@ class Transformer(nn.Module):
         return list(zip(blocks, scales))
 
     def mlm_head(self, x):
-        """BERT's masked-LM head (after a pre-LN stack's final LayerNorm): dense, GELU, LayerNorm, the tied
-        decoder and a bias."""
-        if self.cfg.pre_ln:
-            x = self.ln_out(x)
+        """BERT's masked-LM head: dense, GELU, LayerNorm, the tied decoder and a bias."""
         return self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
 
     def forward_pooled(self, x, targets, depth, layer_map, r):
@@ -274,7 +273,8 @@ class Transformer(nn.Module):
         mask = torch.cat([ones[:, :T // r], valid], 1)[:, None, None]
         for t, (i, scale) in enumerate(self.layers(depth, layer_map)):
             h = self.blocks[i](h, context if t == 0 else None, full_mask if t == 0 else mask, scale)
-        logits = self.mlm_head(h[:, T // r:][valid])
+        h = h[:, T // r:][valid]
+        logits = self.mlm_head(self.ln_out(h) if self.cfg.pre_ln else h)
         return logits, F.cross_entropy(logits.float(), torch.gather(targets, 1, order)[valid])
 
 

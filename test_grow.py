@@ -6,6 +6,7 @@ import csv
 import importlib.machinery
 import importlib.util
 import json
+import math
 import os
 import signal
 import statistics
@@ -25,6 +26,7 @@ import compare
 import data
 import flags
 import export
+import finetune
 import grow
 import runtime
 import sample
@@ -1229,7 +1231,7 @@ def test_no_method_name_is_compared_outside_the_table():
 # the project's files by layer: each imports only files of lower layers (scripts on top, model and data at
 # the bottom), inside functions too
 LAYERS = {'model': 0, 'data': 0, 'schedule': 1, 'runtime': 1, 'flags': 2, 'grow': 3, 'compare': 4, 'sample': 4,
-          'export': 4, 'bench': 4}
+          'export': 4, 'bench': 4, 'finetune': 5}
 
 
 def test_imports_go_one_way():
@@ -2273,3 +2275,121 @@ def test_data_cli_errors(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, 'load_dataset', offline)
     data_fails(capsys, ['--source', 'hf:nobody/nothing', '--out_dir', str(tmp_path / 'z')],
                'hf:nobody/nothing', 'cannot be read', 'ConnectionError')
+
+
+# ----------------------------------------------------------------------------- finetune.py
+
+def test_offline_tasks_are_deterministic_balanced_and_never_seen_in_training(tmp_path):
+    """The offline tasks come from the validation documents with a seed: the same examples every time, the
+    classes balanced in both splits, each unchanged example a piece of a validation document, and no example's
+    text in the training split."""
+    code = data.prepare('stdlib', 'byte', str(tmp_path / 'code'), max_bytes=4_000_000, verbose=False)
+    meta = data.load(code)[0]  # (31 validation documents)
+    train_text = finetune.training_bytes(code, meta)
+    docs = finetune.validation_documents(code, meta)
+    for name in finetune.OFFLINE:
+        task = finetune.offline_task(name, code, meta, 7, 400)
+        os.remove(os.path.join(code, 'tasks', f'{name}_seed7_400.json'))
+        assert finetune.offline_task(name, code, meta, 7, 400) == task  # built again, the same
+        assert task != finetune.offline_task(name, code, meta, 8, 400)
+        for split in ('train', 'test'):
+            labels = [label for _, label in task[split]]
+            assert len(labels) >= 20 and labels.count(0) == labels.count(1), (name, split)
+        examples = task['train'] + task['test']
+        assert all(text.encode() not in train_text for text, _ in examples)
+        assert all(any(text in doc for doc in docs) for text, label in examples if label == 0)
+        assert not any(any(text in doc for doc in docs) for text, label in examples if label == 1)
+        assert not {text for text, _ in task['train']} & {text for text, _ in task['test']}
+
+
+def test_an_operator_is_replaced_by_another_of_its_kind():
+    rng = np.random.default_rng(0)
+    doc = "def f(a, b):\n    c = a + b\n    return c < a\n"
+    found = {}
+    for _ in range(40):
+        for text, label in finetune.operator_examples(doc, rng):
+            found.setdefault(label, set()).add(text.split('\n')[-1])
+    assert found[0] == {'    c = a + b', '    return c < a'}
+    changed = {line.split()[-2] for line in found[1]}
+    assert changed and changed <= {'-', '*', '/', '//', '%', '>', '<=', '>=', '==', '!='}
+
+
+def pretrained(corpus, out, *argv):
+    run(corpus, out, '--max_steps', 4, '--block_size', 32, *argv)
+    return str(out)
+
+
+def trivial_task(path, n=240):
+    """Texts whose last word is the label: learnable by any model that reads its input."""
+    rng = np.random.default_rng(0)
+    with open(path, 'w') as f:
+        for i in range(n):
+            word = ['keep', 'drop'][i % 2]
+            f.write(json.dumps(dict(text=f"x = {rng.integers(100)} # {word}", label=word)) + '\n')
+    return str(path)
+
+
+@pytest.mark.parametrize('kind', [['--model', 'gpt'], ['--model', 'bert', '--pos', 'learned'],
+                                  ['--model', 'bert', '--pos', 'rope']])
+def test_a_checkpoint_of_each_kind_fine_tunes_to_a_trivial_task(corpus, tmp_path, kind):
+    out = pretrained(corpus, tmp_path / 'run', *kind)
+    result = finetune.main(['--out_dir', out, '--task', trivial_task(tmp_path / 'task.jsonl'), '--epochs', 8,
+                            '--lr', 3e-3, '--device', 'cpu'])
+    assert result['accuracy'] > 0.95 and result['n_test'] == 48 and result['majority'] <= 0.6
+    assert json.load(open(tmp_path / 'run' / 'finetune' / 'task_jsonl_seed0.json'))['accuracy'] == \
+        result['accuracy']
+
+
+def test_glue_is_read_through_datasets_from_its_layout(corpus, tmp_path, capsys):
+    pytest.importorskip('datasets')
+    out = pretrained(corpus, tmp_path / 'run')
+    for name, split, n in (('sst2', 'train', 40), ('sst2', 'validation', 10), ('mrpc', 'train', 40),
+                           ('mrpc', 'validation', 10)):
+        os.makedirs(tmp_path / 'glue' / name, exist_ok=True)
+        with open(tmp_path / 'glue' / name / f'{split}.jsonl', 'w') as f:
+            for i in range(n):
+                row = dict(sentence=f'a film {i}') if name == 'sst2' else dict(sentence1=f'one {i}',
+                                                                               sentence2=f'two {i}')
+                f.write(json.dumps(dict(row, label=i % 2, idx=i)) + '\n')
+    sst2 = finetune.main(['--out_dir', out, '--task', 'glue:sst2', '--glue_dir', tmp_path / 'glue'])
+    mrpc = finetune.main(['--out_dir', out, '--task', 'glue:mrpc', '--glue_dir', tmp_path / 'glue'])
+    assert (sst2['n_train'], sst2['n_test'], sst2['metric']) == (40, 10, 'accuracy')
+    assert (mrpc['n_train'], mrpc['n_test'], mrpc['metric']) == (40, 10, 'f1') and 0 <= mrpc['value'] <= 1
+    assert 'f1' in capsys.readouterr().out
+
+
+def test_scores_are_the_tasks_metrics():
+    assert finetune.scores([1, 1, 0, 0], [1, 0, 0, 0], 'f1') == (0.75, pytest.approx(2 / 3))
+    assert finetune.scores([1, 1, 0, 0], [1, 0, 0, 0], 'matthews')[1] == pytest.approx(1 / math.sqrt(3))
+    assert finetune.scores([1, 0], [0, 1], 'matthews') == (0.0, -1.0)
+
+
+def test_finetune_compares_every_method_with_scratch(corpus, tmp_path):
+    run(corpus, tmp_path / 'cmp', '--compare', 'scratch,stack', '--n_layer', 4, '--max_steps', 4, '--seeds', 2)
+    rows = finetune.main(['--compare', tmp_path / 'cmp', '--task', trivial_task(tmp_path / 'task.jsonl', 60),
+                          '--epochs', 1])
+    assert [r['method'] for r in rows] == ['scratch', 'stack'] and rows[1]['runs'] == '2 x 1'
+    assert rows[0]['verdict'] == '-' and rows[1]['verdict'] in ('better', 'worse', 'within noise')
+    assert (tmp_path / 'cmp' / 'finetune_task_jsonl.md').read_text().count('\n| ') == 2
+    assert json.load(open(tmp_path / 'cmp' / 'finetune_task_jsonl.json'))[1]['method'] == 'stack'
+
+
+def test_finetune_refuses_bad_input_in_one_line(corpus, tmp_path, capsys):
+    out = pretrained(corpus, tmp_path / 'run')
+    main = finetune.main
+    fails(capsys, ['--out_dir', out, '--task', 'sentiment'], '--task sentiment', 'operator', main=main)
+    fails(capsys, ['--out_dir', tmp_path / 'none', '--task', 'operator'], 'no checkpoint', main=main)
+    (tmp_path / 'bad.csv').write_text('sentence,score\nfine,1\n')
+    fails(capsys, ['--out_dir', out, '--task', tmp_path / 'bad.csv'], "no column 'text'", '--text_field',
+          main=main)
+    fails(capsys, ['--out_dir', out, '--compare', tmp_path], 'one of them', main=main)
+    fails(capsys, ['--out_dir', out, '--epochs', 0], '--epochs', main=main)
+
+
+def test_texts_longer_than_the_context_are_cut_and_said_once(corpus, tmp_path, capsys):
+    out = pretrained(corpus, tmp_path / 'run')
+    path = tmp_path / 'long.tsv'
+    path.write_text('text\tlabel\n' + ''.join(f"{'word ' * 20}{i % 2}\t{i % 2}\n" for i in range(20)))
+    finetune.main(['--out_dir', out, '--task', path, '--epochs', 1])
+    said = capsys.readouterr().out
+    assert said.count('longer than the model') == 1 and '20 of 20 texts' in said
