@@ -10,12 +10,17 @@ medians of the rest.
     python bench.py --blocks 3                             # an Apollo shallow stage: 3 weight blocks of 12
     python bench.py --vocab_size 50304 --compile           # the GPT-2 vocabulary, both sides compiled
     python bench.py --size small --vocab_size 50304 --compile --batch_size 16   # on a GPU
+    python bench.py --check                # on a new GPU first: every CUDA path, one line each, gpu_check.json
 """
 import argparse
 import contextlib
 import io
 import math
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -43,6 +48,8 @@ def parse(argv=None):
     p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
     p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib)')
+    p.add_argument('--check', action='store_true', help='the GPU check: every CUDA path, one line each, and '
+                   'out_gpu_check/gpu_check.json (about 8 minutes on one H100-class GPU)')
     return p.parse_args(argv)
 
 
@@ -125,8 +132,62 @@ def figures(steps, seconds, flops, seen):
                 windows=len(seconds['nanogrow']), steps=seen['steps'], blocks=seen['blocks'])
 
 
+def gpu_checks(out, gpus):
+    """The GPU check: every CUDA path no GPU has run yet, as (name, command, seconds allowed: 15 minutes in
+    all), each run in order in a process of its own (the sixth resumes the fifth's checkpoint); 2-process
+    NCCL DDP where 2 GPUs exist."""
+    grow_py = [sys.executable, 'grow.py', '--size', 'tiny', '--max_steps', '40', '--eval_interval', '20',
+               '--sample_tokens', '0']
+    checks = [
+        ('the CUDA tests', [sys.executable, '-m', 'pytest', '-q', 'test_grow.py', '-k', 'cuda'], 150),
+        ('GPT, bfloat16, compiled, through growth', grow_py + ['--method', 'stack', '--dtype', 'bfloat16',
+                                                              '--compile', '--out_dir', f'{out}/gpt'], 120),
+        ('BERT, bfloat16, compiled, through growth', grow_py + ['--model', 'bert', '--method', 'compound',
+                                                               '--dtype', 'bfloat16', '--compile',
+                                                               '--out_dir', f'{out}/bert'], 120),
+        ('float16 with the GradScaler', grow_py + ['--method', 'apollo', '--dtype', 'float16', '--out_dir',
+                                                   f'{out}/fp16'], 90),
+        ('a CPU checkpoint, before its growth', grow_py + ['--method', 'stack', '--device', 'cpu', '--stop_at',
+                                                           '4', '--out_dir', f'{out}/moved'], 60),
+        ('... resumed on CUDA and grown', [sys.executable, 'grow.py', '--resume', '--out_dir', f'{out}/moved',
+                                           '--device', 'cuda'], 90),
+        ("bench.py's GPU row", [sys.executable, 'bench.py', '--size', 'small', '--vocab_size', '50304',
+                                '--compile', '--batch_size', '16'], 150)]
+    ddp = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *grow_py[1:],
+           '--method', 'apollo', '--out_dir', f'{out}/ddp']
+    return checks + [('2-process NCCL DDP', ddp, 120)] * (gpus >= 2)
+
+
+def gpu_check(out='out_gpu_check'):
+    """Run `gpu_checks`: one line per check, and out/gpu_check.json (each check's command, exit status,
+    seconds and last lines). Without CUDA it says so in one line."""
+    if not torch.cuda.is_available():
+        print("bench.py --check: no CUDA device here; run it on a machine with a GPU")
+        return []
+    results, here = [], os.path.dirname(os.path.abspath(__file__))
+    os.makedirs(out, exist_ok=True)
+    for name, command, limit in gpu_checks(os.path.abspath(out), torch.cuda.device_count()):
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(command, cwd=here, capture_output=True, text=True, timeout=limit)
+            status, output = done.returncode, done.stdout + done.stderr
+        except subprocess.TimeoutExpired as e:
+            status, output = 'timeout', str(e.stdout or '') + str(e.stderr or '')
+        tail = [line for line in output.splitlines() if line.strip()][-3:]
+        results.append(dict(name=name, command=command, status=status, seconds=time.perf_counter() - start,
+                            tail=tail))
+        print(f"{'ok' if status == 0 else 'FAILED':>6}  {name} ({results[-1]['seconds']:.0f}s)"
+              + (f": {tail[-1]}" if tail else ""), flush=True)
+    with open(os.path.join(out, 'gpu_check.json'), 'w') as f:
+        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, checks=results), f,
+                  indent=1)
+    return results
+
+
 def main(argv=None):
     a = parse(argv)
+    if a.check:
+        return gpu_check()
     result = bench(a)
     name = f"{a.model} {a.size}" + (f", {a.blocks} blocks" if a.blocks else "") + (f", pos {a.pos}" if a.pos
                                                                                     else "")

@@ -257,7 +257,7 @@ def plot(runs, out_dir):
     """The mean validation loss over the seeds against training FLOPs and against wall time, with the min..max
     band, growths of the first seed as dots; a PNG each. Returns the files written, or None with a hint when
     matplotlib is missing (it is optional)."""
-    plt = pyplot()
+    plt = runtime.pyplot()
     if plt is None:
         return None
     paths = []
@@ -290,19 +290,6 @@ def plot(runs, out_dir):
         plt.close(fig)
         paths.append(path)
     return paths
-
-
-def pyplot():
-    """matplotlib's pyplot, drawing to files only; None, with the install hint, where it is missing
-    (optional)."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plots skipped: matplotlib is not installed (pip install matplotlib)")
-        return None
-    return plt
 
 
 def band(curves, points=200):
@@ -358,7 +345,7 @@ def plan_series(args, cfg):
 def plot_plans(plans, path):
     """Mean executed depth (top) and learning rate (bottom) against the share of scratch's FLOPs spent, one
     line per method. Returns the path, or None where matplotlib is missing."""
-    plt = pyplot()
+    plt = runtime.pyplot()
     if plt is None:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
@@ -421,7 +408,7 @@ def sweep_plot(sweep, path):
     """FLOPs saved against tokens per parameter (log scale), a line per method through the budgets where every
     seed reached L* (error bars: the sd), hollow dots for each seed that reached where not all did (labelled
     k/N), an x at 0 where none did; None (with a hint) without matplotlib."""
-    plt = pyplot()
+    plt = runtime.pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -426,7 +426,7 @@ def report(rows, args):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plt = compare.pyplot()
+    plt = runtime.pyplot()
     if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.bar([r['method'] for r in rows], [100 * r['accuracy'][0] for r in rows],

@@ -285,6 +285,7 @@ NUMBERS = {
     'mask_rate': (lambda v, a: 0 < v < 1, 'a number in (0, 1)'),
     'depth_noise': (lambda v, a: v is None or v >= 0, "0 or positive (a share of each tensor's std)"),
     'rewarmup': (lambda v, a: v >= 0, '0 or a positive number of steps'),
+    'sample_tokens': (lambda v, a: v >= 0, '0 (no sample) or a positive number of tokens'),
     'decay_frac': (lambda v, a: v is None or 0 < v <= 1, 'a number in (0, 1], e.g. 0.2'),
     'seed': (lambda v, a: 0 <= v < 2 ** 31, 'an integer in [0, 2**31)'),
 }

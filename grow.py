@@ -5,10 +5,9 @@ Train a Transformer from scratch or progressively (growing it) and account for e
     python grow.py --model bert --method scratch --size tiny --max_steps 600
     python grow.py --resume --out_dir out            # continue an interrupted run exactly
 
-Read top-down: `train` is the loop (evaluate and checkpoint when due, grow at a stage boundary, one
-optimizer step, log), then its helpers in the order it calls them, then the command line. Below it:
-schedule.py (methods, stages, draws, LR), model.py (models, growth operators), runtime.py (device,
-processes, checkpoints, log, signals), flags.py. The scripts above it import it; it imports none of them.
+Read top-down: `train` is the loop (evaluate and checkpoint when due, grow at a stage boundary, one optimizer
+step, log), then its helpers in the order it calls them, then the command line. Below it: schedule.py, model.py,
+runtime.py (device, processes, checkpoints, log, signals), flags.py; the scripts above import it, not it them.
 """
 import argparse
 import copy
@@ -30,9 +29,9 @@ from data import InputError
 from model import (Config, Transformer, carry_moments, deepen, growth_map, make_optimizer, micro_batch_flops,
                    num_params, widen)
 from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, close, command,
-                     compile_blocks, compiled_graphs, duration, human, load_optimizer, not_finite, out_of_memory,
-                     peak_flops, read_checkpoint, rng_states, set_rng_states, start_runtime, start_wandb,
-                     write_checkpoint)
+                     compile_blocks, compiled_graphs, duration, human, load_optimizer, not_finite,
+                     out_of_memory, peak_flops, plot_run, read_checkpoint, rng_states, set_rng_states, start_runtime,
+                     start_wandb, write_checkpoint)
 from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_depth, lr_at, make_budget, plan,
                       shared_lr_scales, stage_of, stages_for)
 
@@ -54,6 +53,7 @@ def train(args, request=None, hook=None):
             run.val_loss = evaluate_and_save(run)
         if stop:
             break
+        request.at_once = False  # (from the first step on, a signal stops the run with a checkpoint)
         i = stage_of(pos, run.stages)
         if i > progress.stage_index:  # where the model grows: at the first step of each new stage
             model, optimizer = grow_at_boundary(run, i)
@@ -161,10 +161,12 @@ def finish(run, request, done):
     if done:
         stage_summary(run)
         rt.say(run.budget.cost(progress, args))
-        if args.sample_tokens > 0 and rt.master:  # what it learned: sample.py on the checkpoint just written
-            subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), 'sample.py'), '--out_dir',
-                            args.out_dir, '--device', args.device, '--sample_tokens', str(args.sample_tokens),
-                            *(['--prompt', args.prompt] if args.prompt else [])])
+        if rt.master:  # its picture; what it learned (sample.py, above, in a process of its own)
+            plot_run(args.out_dir)
+            if args.sample_tokens > 0:
+                subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), 'sample.py'), '--out_dir',
+                                args.out_dir, '--device', args.device, '--sample_tokens', str(args.sample_tokens),
+                                *(['--prompt', args.prompt] if args.prompt else [])])
     close(rt, run.log)
     if not done:  # (--stop_at or a signal) say how to continue
         resume = f"continue with: python grow.py --resume --out_dir {args.out_dir}"
@@ -334,9 +336,8 @@ def evaluate(model, evals, rt, **depth):
         right += int((logits.flatten(0, -2).argmax(-1) == truth).sum())
         count += truth.numel()
     model.train()
-    n = len(evals)
-    if rt.ddp:
-        loss, n, right, count = rt.all_sum(loss, n, right, count)
+    totals = (loss, len(evals), right, count)
+    loss, n, right, count = rt.all_sum(*totals) if rt.ddp else totals  # (every rank's share)
     return loss / n, right / count
 
 
@@ -463,9 +464,9 @@ def stage_summary(run):
         mean = sum(d * n for d, n in hist.items()) / micro_batches
         run.log.write(type='stage', step=progress.step, stage=progress.stage_index + 1,
                       micro_batches=micro_batches, depth_hist=hist, mean_depth=mean)
-        histogram = ' '.join(f'{d}:{n}' for d, n in hist.items())
-        run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean "
-                   f"depth {mean:.2f} over {micro_batches} micro-batches, histogram {histogram}")
+        run.rt.say(f"stage {progress.stage_index + 1}/{len(run.stages)} done at step {progress.step}: mean depth "
+                   f"{mean:.2f} over {micro_batches} micro-batches, histogram " +
+                   ' '.join(f'{d}:{n}' for d, n in hist.items()))
     progress.depths = {}
 
 
@@ -496,7 +497,7 @@ def main(argv=None):
                                       *sys.argv[1:]])
         args = flags.parse_args(argv)
         try:
-            with StopRequest() as request:
+            with StopRequest(at_once=True) as request:
                 return train(args, request)
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or the CPU allocator's "can't allocate memory"
             if isinstance(e, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(e):

@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Target sizes (tiny is ours, CPU-sized but still 12 layers; small/base/large are Apollo's Table 5).
-# block_size is (bert, gpt).
+# Target sizes (tiny is ours, CPU-sized; small/base/large: Apollo's Table 5); block_size is (bert, gpt).
 SIZES = {
     'tiny':  dict(n_layer=12, n_embd=128, n_head=4, block_size=(128, 128)),
     'small': dict(n_layer=12, n_embd=512, n_head=8, block_size=(512, 1024)),

@@ -156,6 +156,12 @@ def check_memory(args, rt, cfg):
                          f"needs at least {need / 2 ** 30:.0f} GiB of activations and this {rt.device} has "
                          f"{have / 2 ** 30:.0f} GiB; lower them (raise --grad_accum to keep the tokens per "
                          f"step)")
+    # the evaluation set stays on the host beside everything else: (x, y) in int64, at most an eighth of it
+    held, host = args.eval_batches * tokens * 16, os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    if held > host / 8:
+        raise InputError(f"--eval_batches {args.eval_batches}: the evaluation set would hold "
+                         f"{held / 2 ** 30:.1f} GiB of this machine's {host / 2 ** 30:.0f} GiB; use at most "
+                         f"{int(host / 8 // (tokens * 16))}")
 
 
 def out_of_memory(error, args):
@@ -314,6 +320,7 @@ def checkpoint_model(out_dir):
 
 # ----------------------------------------------------------------------------- the run's log
 
+
 class Log:
     """JSON lines in out_dir/log.jsonl, one record per log step and per evaluation, for plotting.
     On resume the records the interrupted run wrote after its checkpoint are dropped (they are redone).
@@ -347,6 +354,55 @@ class Log:
                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'flops'}
             self.wandb.log({'flops': self.flops, **numbers})
         return record
+
+
+def plot_run(out_dir):
+    """out_dir/run.png, drawn at the end of every run: the validation loss against training FLOPs, each growth
+    a dotted line with what it changed, and beneath, the depth each stage executed (Apollo: the mean of its
+    draws). Returns the path, or None (with the hint) without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    evals, growths, stages = ([r for r in records if r['type'] == t] for t in ('eval', 'growth', 'stage'))
+    xs, ys = [e['flops'] for e in evals], [e['val_loss'] for e in evals]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
+    top.plot(xs, ys, marker='.', lw=1.6)
+    for g in growths:
+        changed = ', '.join(f"{k[4:]} {g[k]} -> {g['new_' + k[4:]]}" for k in g
+                            if k.startswith('old_') and g[k] != g['new_' + k[4:]])
+        for ax in (top, bottom):
+            ax.axvline(g['flops'], color='grey', lw=0.8, ls=':')
+        top.annotate(changed, (g['flops'], max(ys)), rotation=90, va='top', ha='right', fontsize=7)
+    starts = {1: 0.0, **{g['stage']: g['flops'] for g in growths}}  # stage -> where it began
+    for st in stages:  # (a stage that ran no step has no record)
+        end = min([x for k, x in starts.items() if k > st['stage']] + [xs[-1]])
+        bottom.fill_between([starts[st['stage']], end], [st['mean_depth']] * 2, color='C0', alpha=0.4, lw=0)
+    top.set_ylabel('validation loss')
+    top.set_title(f"{os.path.basename(os.path.abspath(out_dir))}: the loss through each growth")
+    bottom.set_ylabel('executed depth')
+    bottom.set_xlabel('training FLOPs')
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'run.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only; None, with the install hint, where it is missing
+    (optional)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install matplotlib)")
+        return None
+    return plt
 
 
 def start_wandb(args):
@@ -387,11 +443,12 @@ def duration(s):
 class StopRequest:
     """SIGTERM (what SLURM, preemptible clouds and `kill` send) and SIGINT (Ctrl-C) ask the run to stop: the
     current optimizer step finishes, a checkpoint is written, and grow.py exits with the resume command. A
-    second SIGINT exits at once. The handlers exist only inside `with StopRequest()` (and only in the main
-    thread)."""
+    second SIGINT exits at once, and so does any signal while `at_once` (grow.py's setup, before its first
+    step: there is nothing to checkpoint yet). The handlers exist only inside `with StopRequest()` (and only
+    in the main thread)."""
 
-    def __init__(self):
-        self.signum, self.saved = 0, {}
+    def __init__(self, at_once=False):
+        self.signum, self.saved, self.at_once = 0, {}, at_once
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -405,6 +462,9 @@ class StopRequest:
     def handle(self, signum, frame):
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C
+        if self.at_once:
+            raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} before the first step: "
+                                      f"nothing to checkpoint yet")
         self.signum = signum
 
     def agreed(self, rt):

@@ -42,8 +42,7 @@ class Method:
 
 @dataclass(frozen=True)
 class Stage:
-    """A stretch of a run with one model shape: its start and end on the run's clock, the model it trains,
-    and its micro-batch of `batch` windows of `seq` tokens (the same tokens in every stage)."""
+    """A stretch of a run with one model shape: its clock range, its model, its micro-batch (same tokens)."""
     start: int
     end: int
     n_blocks: int             # weight blocks (RaPTr: all L)

@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 import types
 from dataclasses import asdict, replace
 
@@ -875,7 +876,8 @@ def test_a_checkpoint_of_an_earlier_layout_is_refused_in_one_line(capsys, corpus
 
 def test_checkpoint_is_complete(corpus, tmp_path):
     run(corpus, tmp_path, '--max_steps', 4, '--eval_interval', 2)
-    assert sorted(os.listdir(tmp_path)) == ['ckpt.prev.pt', 'ckpt.pt', 'log.jsonl']  # no temporary file left
+    left = ['ckpt.prev.pt', 'ckpt.pt', 'log.jsonl'] + ['run.png'] * HAVE_MATPLOTLIB
+    assert sorted(os.listdir(tmp_path)) == left  # no temporary file left
     ck = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
     assert ck['run']['step'] == 4 and ck['config']['n_blocks'] == 2 and ck['args']['max_steps'] == 4
     assert set(runtime.CHECKPOINT_KEYS) <= set(ck) and 'torch_rng' in ck['rank_rngs'][0]
@@ -2085,6 +2087,8 @@ def test_bad_rates_and_factors(capsys, corpus, tmp_path):
     fails(capsys, base + ['--grad_clip', 'inf'], '--grad_clip', 'inf')
     fails(capsys, base + ['--dropout', '1'], '--dropout', '[0, 1)')
     fails(capsys, base + ['--rewarmup', '-5'], '--rewarmup', 'steps')
+    fails(capsys, base + ['--sample_tokens', '-5'], '--sample_tokens', '0 (no sample)', '-5')
+    fails(capsys, base + ['--beta2', '1'], '--beta2', '[0, 1)')
     assert not (tmp_path / 'o').exists()
     run(corpus, tmp_path / 'r', '--max_steps', 2)  # a resumed run's new --lr is checked too
     fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'r'), '--lr', '-1'], '--lr', 'positive')
@@ -2107,6 +2111,8 @@ def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
           '--grad_accum')
     assert not (tmp_path / 'o').exists()
     fails(capsys, base + ['--block_size', '0'], '--block_size', 'positive')
+    fails(capsys, base + ['--eval_batches', '100000'], '--eval_batches 100000', 'GiB', 'at most')
+    assert not (tmp_path / 'o').exists()
     fails(capsys, base + ['--grad_accum', '0'], '--grad_accum', 'positive')
     real_step, calls = torch.optim.AdamW.step, []
 
@@ -2123,6 +2129,59 @@ def test_bad_shapes(capsys, corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, 'step', real_step)
     assert runtime.read_checkpoint(str(tmp_path / 'oom'))[0]['run']['step'] == 1  # the last good one, readable
     assert grow.main(['--resume', '--out_dir', str(tmp_path / 'oom')])['step'] == 4
+
+
+def test_every_run_draws_its_picture(corpus, tmp_path, capsys):
+    """out_dir/run.png at the end of a run where matplotlib is installed (the loss through each growth, the
+    executed depth beneath); without it, one line says how to get it."""
+    run(corpus, tmp_path / 'a', '--method', 'apollo', '--n_layer', 8, '--max_steps', 8, '--eval_interval', 2)
+    if HAVE_MATPLOTLIB:
+        assert (tmp_path / 'a' / 'run.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    else:
+        assert 'pip install matplotlib' in capsys.readouterr().out
+
+
+def test_the_gpu_check_lists_every_cuda_path_and_says_when_there_is_no_gpu(monkeypatch, capsys):
+    names = [name for name, _, _ in bench.gpu_checks('out', gpus=2)]
+    assert names == ['the CUDA tests', 'GPT, bfloat16, compiled, through growth',
+                     'BERT, bfloat16, compiled, through growth', 'float16 with the GradScaler',
+                     'a CPU checkpoint, before its growth', '... resumed on CUDA and grown', "bench.py's GPU row",
+                     '2-process NCCL DDP']
+    assert len(bench.gpu_checks('out', gpus=1)) == 7 and sum(s for _, _, s in bench.gpu_checks('out', 2)) <= 900
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert bench.main(['--check']) == []
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "bench.py --check: no CUDA device here; run it on a machine with a GPU"]
+
+
+def handles_sigterm(pid):
+    """Whether process pid has a handler of its own for SIGTERM (Linux: SigCgt in /proc/<pid>/status)."""
+    with open(f'/proc/{pid}/status') as f:
+        caught = next(line for line in f if line.startswith('SigCgt:')).split()[1]
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_a_signal_during_setup_stops_grow_at_once(corpus, tmp_path):
+    """Before the first step (the data, the evaluation set, the first evaluation, compile) SIGTERM stops
+    grow.py within seconds with one line: there is nothing to checkpoint yet. Here it comes while a large
+    evaluation set (1.2 GB, which the memory check allows) is being built, which takes far longer."""
+    if not os.path.isfile('/proc/self/status'):
+        pytest.skip('reads the signal mask from /proc (Linux)')
+    argv = [sys.executable, 'grow.py', *TINY, '--data', corpus, '--out_dir', str(tmp_path), '--eval_batches',
+            '300000']
+    child = subprocess.Popen(argv, cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    for _ in range(1200):  # its handler installed: grow.py has begun
+        if child.poll() is not None or handles_sigterm(child.pid):
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    sent = time.perf_counter()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM and time.perf_counter() - sent < 5, (out, err)
+    assert err.strip().splitlines() == ["grow.py: stopped: stopped by SIGTERM before the first step: nothing to "
+                                        "checkpoint yet"]
+    assert not (tmp_path / 'ckpt.pt').exists()
 
 
 def test_bad_data_paths(capsys, corpus, tmp_path):
