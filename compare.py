@@ -201,26 +201,13 @@ def write(summary, per_seed, out_dir, jobs=None):
 
 
 def table(summary, per_seed, jobs):
+    """The report as printed: scratch's final losses (each seed's L*), the Markdown table, what it means."""
     targets = [r['target_loss'] for r in per_seed if r['method'] == BASELINE]
     spread = f" (sd {mean_sd(targets)[1]:.4f})" if len(targets) > 1 else ""
-    quarters = ' '.join(f"{f'loss@{q}%':>9}" for q in QUARTERS)
-    lines = ["target L* = scratch's final validation loss of the same seed: " +
-             ', '.join(f"{t:.4f}" for t in targets) + spread,
-             f"{'method':<12} {'final loss':>17} {'vs scratch (95% CI)':>19} {'verdict':>12} {'reached':>8} "
-             f"{'FLOPs saved':>14} {'time saved':>14} {'depth':>6} " + quarters]
-    for r in summary:
-        vs = '-' if r['method'] == BASELINE else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
-        final = pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f')
-        lines.append(f"{r['method']:<12} {final:>17} {vs:>19} "
-                     f"{r['verdict']:>12} {r['reached']:>5}/{r['seeds']:<2} "
-                     f"{saved(r, 'flops_saved'):>14} {saved(r, 'time_saved'):>14} "
-                     f"{pm(r['mean_depth'], None, '.2f'):>6} " +
-                     ' '.join(f"{pm(r[f'loss_at_{q}pct'], None, '.4f'):>9}" for q in QUARTERS))
-    lines.append("FLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never); "
-                 "loss@x%: mean loss at x% of scratch's FLOPs. Time columns compare only runs made with the "
-                 "same --jobs" +
-                 (f" (these: --jobs {jobs})." if jobs else "."))
-    return '\n'.join(lines)
+    return ("target L* = scratch's final validation loss of the same seed: " +
+            ', '.join(f"{t:.4f}" for t in targets) + spread + '\n' + markdown(summary) +
+            "\nFLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never). Time "
+            "columns compare only runs made with the same --jobs" + (f" (these: --jobs {jobs})." if jobs else "."))
 
 
 def markdown(summary):
