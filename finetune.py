@@ -269,11 +269,11 @@ def batch(examples, pad, device):
     return idx, lengths, torch.tensor([label for _, label in examples], device=device)
 
 
-def fine_tune(classifier, train, args, lr, pad, device):
+def fine_tune(classifier, train, args, lr, pad):
     """AdamW on every weight (`model.make_optimizer`: no decay on biases and gains), --epochs over the
     training set in seeded random order, a linear warmup over the first 10% of the steps and a linear decay
     to 0 (BERT's fine-tuning schedule)."""
-    optimizer = make_optimizer(classifier, lr, args.weight_decay)
+    optimizer, device = make_optimizer(classifier, lr, args.weight_decay), classifier.head.weight.device
     rng = np.random.default_rng(args.seed)
     per_epoch = math.ceil(len(train) / args.batch_size)
     total = args.epochs * per_epoch
@@ -298,8 +298,9 @@ def fine_tune(classifier, train, args, lr, pad, device):
 
 
 @torch.no_grad()
-def predict(classifier, examples, pad, device, batch_size=64):
+def predict(classifier, examples, pad, batch_size=64):
     classifier.eval()
+    device = classifier.head.weight.device
     return np.concatenate([classifier(*batch(examples[i:i + batch_size], pad, device)[:2]).argmax(-1).cpu()
                            for i in range(0, len(examples), batch_size)])
 
@@ -351,9 +352,9 @@ def run_one(out_dir, args):
     torch.manual_seed(args.seed)
     classifier = Classifier(model, len(task['labels']), evaluation_depth(pretrained, model.cfg)).to(device)
     lr = args.lr or pretrained.lr / 10
-    fine_tune(classifier, train, args, lr, meta['eot_id'], device)
+    fine_tune(classifier, train, args, lr, meta['eot_id'])
     truth = [label for _, label in test]
-    accuracy, value = scores(truth, predict(classifier, test, meta['eot_id'], device), task['metric'])
+    accuracy, value = scores(truth, predict(classifier, test, meta['eot_id']), task['metric'])
     most = np.argmax(np.bincount([label for _, label in train]))  # the majority class: always guess it
     result = dict(method=pretrained.method, pretrain_seed=pretrained.seed, seed=args.seed, task=args.task,
                   lr=lr,
