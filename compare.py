@@ -492,7 +492,7 @@ def comparison_runs(args):
             sub = method_args(args, m, seed)
             stages_for(sub, model_config(sub, data.load(sub.data)[0]))
             if os.path.exists(os.path.join(sub.out_dir, 'ckpt.pt')):
-                theirs = runtime.read_checkpoint(sub.out_dir)[0]['args']
+                theirs = runtime.read_checkpoint(sub.out_dir, mapped=True)[0]['args']
                 differ = [k for k, v in vars(sub).items() if k not in RESUMABLE | {'compare', 'seeds', 'jobs'}
                           and theirs.get(k, defaults.get_default(k)) != v]
                 if differ:

@@ -205,7 +205,7 @@ def parse_args(argv=None):
     """The run's flags, checked; with --resume, the checkpoint's flags (a resumed run is the same run)."""
     args, typed = parse(argv)
     if args.resume:
-        ckpt, path = read_checkpoint(args.out_dir)
+        ckpt, path = read_checkpoint(args.out_dir, mapped=True)  # (its flags: grow.py reads the rest)
         args = resumed(args, typed, ckpt['args'], path)
     check(args, typed)
     if args.size == 'auto':

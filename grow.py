@@ -30,8 +30,8 @@ from model import (Config, Transformer, carry_moments, deepen, growth_map, make_
                    num_params, widen)
 from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, close, command,
                      compile_blocks, compiled_graphs, duration, human, load_optimizer, not_finite,
-                     out_of_memory, peak_flops, plot_run, read_checkpoint, rng_states, set_rng_states, start_runtime,
-                     start_wandb, write_checkpoint)
+                     out_of_memory, peak_flops, plot_run, read_checkpoint, rng_states, set_rng_states,
+                     start_runtime, start_wandb, write_checkpoint)
 from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_depth, lr_at, make_budget, plan,
                       shared_lr_scales, stage_of, stages_for)
 

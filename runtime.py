@@ -197,7 +197,7 @@ class Stopwatch:
         self.mark = time.perf_counter()
 
     def peek(self):
-        """Seconds since the mark, on the host's clock, without waiting for the device (`grow.LogWindow.warmed`)."""
+        """Seconds since the mark on the host's clock, without waiting for the device (`grow.LogWindow.warmed`)."""
         return time.perf_counter() - self.mark
 
 
@@ -260,18 +260,19 @@ CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'args', 'run', 'meta', 'data_
                    'scaler')
 
 
-def read_checkpoint(out_dir, say=print):
+def read_checkpoint(out_dir, say=print, mapped=False):
     """(checkpoint, path) of a run: out_dir/ckpt.pt, or ckpt.prev.pt (the one before it, with a warning) when
-    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused."""
+    ckpt.pt is missing or cannot be read. A checkpoint that lacks what this version needs is refused. `mapped`:
+    its tensors mapped from the file, not read (a reader of its flags reads only those)."""
     path, prev = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'ckpt.prev.pt')
     if not os.path.isfile(path) and not os.path.isfile(prev):
         raise InputError(f"--resume: no checkpoint at {path}; check --out_dir")
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        ckpt = torch.load(path, map_location='cpu', weights_only=False, mmap=mapped)
     except Exception as e:  # missing, truncated, not a checkpoint at all: all unreadable alike
         why = f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
         try:
-            ckpt = torch.load(prev, map_location='cpu', weights_only=False)
+            ckpt = torch.load(prev, map_location='cpu', weights_only=False, mmap=mapped)
         except Exception:
             raise InputError(f"{why}; it is damaged and there is no readable ckpt.prev.pt to fall back to: "
                              f"start the run again")
