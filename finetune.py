@@ -283,18 +283,18 @@ def fine_tune(classifier, train, args, lr, pad):
         if step % per_epoch == 0:
             order = rng.permutation(len(train))
             if losses:
-                print(f"epoch {step // per_epoch}: training loss {np.mean(losses[-per_epoch:]):.4f}")
+                print(f"epoch {step // per_epoch}: training loss {torch.stack(losses[-per_epoch:]).mean():.4f}")
         chosen = order[(step % per_epoch) * args.batch_size:][:args.batch_size]
         idx, lengths, labels = batch([train[i] for i in chosen], pad, device)
         for group in optimizer.param_groups:
             group['lr'] = lr * min((step + 1) / max(1, total // 10), (total - step) / (total - total // 10))
         loss = F.cross_entropy(classifier(idx, lengths), labels)
         loss.backward()
-        losses.append(loss.item())
+        losses.append(loss.detach())  # (read once an epoch: reading waits for the device)
         torch.nn.utils.clip_grad_norm_(classifier.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    print(f"epoch {args.epochs}: training loss {np.mean(losses[-per_epoch:]):.4f}")
+    print(f"epoch {args.epochs}: training loss {torch.stack(losses[-per_epoch:]).mean():.4f}")
 
 
 @torch.no_grad()
