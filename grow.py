@@ -29,7 +29,7 @@ from data import InputError
 from model import (Config, Transformer, carry_moments, deepen, growth_map, make_optimizer, micro_batch_flops,
                    num_params, widen)
 from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, close, command,
-                     compile_blocks, compiled_graphs, duration, human, load_optimizer, not_finite,
+                     compile_model, compiled_graphs, duration, human, load_optimizer, not_finite,
                      out_of_memory, peak_flops, plot_run, read_checkpoint, rng_states, set_rng_states,
                      start_runtime, start_wandb, write_checkpoint)
 from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_depth, lr_at, make_budget, plan,
@@ -145,7 +145,8 @@ def start(args):
               step_tokens=step_tokens)
     start_or_resume(run)
     if args.compile:
-        compile_blocks(run.model, stages[run.progress.stage_index], evals[0], rt)
+        stage = stages[run.progress.stage_index]
+        compile_model(run.model, stage, evals[0], rt, METHODS[args.method].draws)
     resumed_at = run.progress.step if args.resume else None
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
                   wandb=start_wandb(args) if args.wandb and rt.master else None)
@@ -354,7 +355,7 @@ def grow_at_boundary(run, i):
     loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **at)
     run.model, run.optimizer, src = grow_to(new, run.model, run.optimizer, run.depth_op, args)
     if args.compile:
-        compile_blocks(run.model, new, probe, rt)
+        compile_model(run.model, new, probe, rt, METHODS[args.method].draws)
     loss_after, grad_after = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
     record = dict(op=run.depth_op, src=src, loss_before=loss_before, loss_after=loss_after,
                   grad_norm_before=grad_before, grad_norm_after=grad_after)

@@ -1709,18 +1709,22 @@ def test_ddp_ranks_stop_at_the_same_step(corpus, tmp_path):
     assert torch.load(tmp_path / 'ddp' / 'ckpt.pt', weights_only=False)['run']['step'] == 3
 
 
-def test_compile_trains_through_growth(corpus, tmp_path):
+@pytest.mark.parametrize('kind,method', [('gpt', 'compound'), ('bert', 'compound'), ('gpt', 'apollo')])
+def test_compile_trains_through_growth(corpus, tmp_path, kind, method):
+    """GPT compound's depth is fixed in each stage: the whole model compiled; BERT's head and Apollo's
+    depths change every step: block by block. Either way the eager run's losses, no step compiling anything."""
     try:
         torch.compile(lambda t: t * 2)(torch.ones(2))
     except Exception as e:  # no C++ compiler, or an unsupported platform
         pytest.skip(f"torch.compile is unavailable here: {type(e).__name__}: {e}")
     # compound grows depth, FFN width and sequence length: every stage has new shapes
-    plain = run(corpus, tmp_path / 'plain', '--method', 'compound', '--n_layer', 4, '--max_steps', 6,
-                '--log_interval', 1)
-    compiled = run(corpus, tmp_path / 'compiled', '--method', 'compound', '--n_layer', 4, '--max_steps', 6,
-                   '--log_interval', 1, '--compile')
+    argv = ['--model', kind, '--method', method, '--n_layer', 8, '--max_steps', 6, '--log_interval', 1]
+    plain = run(corpus, tmp_path / 'plain', *argv)
+    compiled = run(corpus, tmp_path / 'compiled', *argv, '--compile')
+    growths = {'compound': [(1, 64, 16), (2, 128, 32)], 'apollo': [(0, 128, 32), (1, 128, 32), (2, 128, 32)]}
     assert [(g['step'], g['new_d_ff'], g['new_seq']) for g in records(tmp_path / 'compiled', 'growth')] == \
-        [(1, 64, 16), (2, 128, 32)]
+        growths[method]
+    assert (compiled['model'].blocks[0]._compiled_call_impl is None) == ((kind, method) == ('gpt', 'compound'))
     losses = [r['loss'] for r in records(tmp_path / 'compiled', 'train')]
     ref = [r['loss'] for r in records(tmp_path / 'plain', 'train')]
     np.testing.assert_allclose(losses, ref, rtol=1e-3)  # the same training, up to kernel rounding
@@ -1864,7 +1868,7 @@ def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path):
-    argv = ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4]
+    argv = ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4, '--log_interval', 2]
     assert_resumes(corpus, tmp_path, argv, 3)
 
 
