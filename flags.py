@@ -42,7 +42,7 @@ def get_parser():
 def model_flags(a):
     """The target model: its kind, size and architecture."""
     a('--model', default='gpt', choices=('gpt', 'bert'), help='gpt: causal LM; bert: masked LM')
-    a('--size', default='auto', choices=('auto',) + tuple(SIZES), help='auto: small on CUDA, tiny on CPU')
+    a('--size', default='auto', choices=('auto',) + tuple(SIZES), help='auto: small on CUDA, nano on CPU')
     for name in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size', 'vocab_size'):
         a(f'--{name}', type=int, default=None, help='override the size')
     a('--dropout', type=float, default=0.0)
@@ -105,7 +105,7 @@ def training_flags(a):
     """The data, the budget, the optimizer and its learning-rate schedule, evaluation."""
     a('--data', default=data.DEFAULT,
       help='a folder prepared by data.py (the default is prepared if missing)')
-    a('--max_steps', type=int, default=600, help='optimizer steps: the budget')
+    a('--max_steps', type=int, default=1000, help='optimizer steps: the budget')
     a('--budget', default='steps', choices=('steps', 'flops'), help="steps: every method trains max_steps "
       "steps (the papers' protocol); flops: until it has spent what scratch spends in max_steps (equal "
       "compute)")
@@ -207,11 +207,11 @@ def parse_args(argv=None):
     if args.resume:
         ckpt, path = read_checkpoint(args.out_dir, mapped=True)  # (its flags: grow.py reads the rest)
         args = resumed(args, typed, ckpt['args'], path)
-    check(args, typed)
     if args.size == 'auto':
         device = pick_device(args)
-        args.size = 'small' if device == 'cuda' else 'tiny'
+        args.size = 'small' if device == 'cuda' else 'nano'
         print(f"--size auto: {args.size} on {device}")
+    check(args, typed)
     return args
 
 
@@ -233,8 +233,10 @@ def resumed(args, typed, saved, path):
 def check(args, typed):
     """Every flag's value and every combination, checked before anything trains (the schedule's own checks
     are in `schedule.stages_for`)."""
-    # the kinds' defaults: BERT rotary positions and a lower rate (why: RESULTS.md, "A BERT that learns on a CPU")
-    args.lr = (5e-4 if args.model == 'bert' else 1e-3) if args.lr is None else args.lr
+    # the defaults: BERT rotary positions and a lower rate (why: RESULTS.md, "A BERT that learns on a CPU"); GPT
+    # nano, the CPU default: the rate fitted to it (RESULTS.md, "GPT at equal compute on the papers' stage clock")
+    if args.lr is None:
+        args.lr = 5e-4 if args.model == 'bert' else 8e-3 if args.size == 'nano' else 1e-3
     args.pos = args.pos or ('rope' if args.model == 'bert' else 'learned')
     check_numbers(args)
     if args.warmup is not None and not 0 <= args.warmup < args.max_steps:

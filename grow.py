@@ -145,8 +145,7 @@ def start(args):
               step_tokens=step_tokens)
     start_or_resume(run)
     if args.compile:
-        stage = stages[run.progress.stage_index]
-        compile_model(run.model, stage, evals[0], rt, METHODS[args.method].draws)
+        compile_model(run.model, stages[run.progress.stage_index], evals[0], rt, METHODS[args.method].draws)
     resumed_at = run.progress.step if args.resume else None
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
                   wandb=start_wandb(args) if args.wandb and rt.master else None)

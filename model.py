@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Target sizes (tiny is ours, CPU-sized; small/base/large: Apollo's Table 5); block_size is (bert, gpt).
+# Target sizes (nano, the CPU default, and tiny: ours; small/base/large: Apollo's Table 5); block_size: (bert, gpt)
 SIZES = {
+    'nano':  dict(n_layer=12, n_embd=48, n_head=4, block_size=(128, 128)),
     'tiny':  dict(n_layer=12, n_embd=128, n_head=4, block_size=(128, 128)),
     'small': dict(n_layer=12, n_embd=512, n_head=8, block_size=(512, 1024)),
     'base':  dict(n_layer=12, n_embd=768, n_head=12, block_size=(512, 1024)),

@@ -211,7 +211,7 @@ def compile_model(model, stage, probe, rt, drawn):
     """--compile. GPT where each stage runs one depth: the whole model, as nanoGPT compiles it, a graph per
     shape; a growth forgets the old model's graphs. On an H200, GPT small's forward and backward (batch 16 x
     1024, bfloat16) took 20.9 ms compiled whole and 29.2 ms block by block: the same GPU time, the rest the host
-    calling 24 compiled pieces. Where a method `drawn`s a depth or path every step (Apollo, RaPTr), and BERT
+    calling 24 compiled pieces. Where a method draws a depth or path every step (`drawn`: Apollo, RaPTr), BERT
     (its head's rows change with each batch's masked positions): block by block, every block the same shapes,
     so one graph serves any depth or path and a growth compiles only new blocks; GPT's head and loss too
     (`LMLoss`). Then one forward and backward at the stage's training shape and depth, before its clock

@@ -1051,11 +1051,12 @@ def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
     assert lrs[90] == pytest.approx(5.5e-4) and lrs[100] == pytest.approx(1e-4)  # linear to min_lr
     assert schedule.lr_at(80.5, args, clock(100)) == pytest.approx(1e-3 - 0.025 * 9e-4)  # (the FLOPs clock)
     half = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--decay_frac', '0.5',
-                            '--min_lr', '0'])
+                            '--min_lr', '0', '--lr', '1e-3'])
     assert schedule.lr_at(50, half, clock(100)) == 1e-3
     assert schedule.lr_at(75, half, clock(100)) == pytest.approx(5e-4)
     # a growth does not restart it; --rewarmup ramps after the growth as under every schedule
-    again = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4'])
+    again = flags.parse_args(['--max_steps', '100', '--warmup', '10', '--decay', 'wsd', '--rewarmup', '4', '--lr',
+                              '1e-3'])
     assert [schedule.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
         pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
 
@@ -1899,6 +1900,21 @@ def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, capsys):
     assert waited == ['mps']
     with pytest.raises(data.InputError, match='--device mps: no MPS device'):
         runtime.pick_device(flags.get_parser().parse_args(['--device', 'mps']))
+
+
+def test_the_default_run_is_nano_on_a_cpu_at_its_fitted_rate(monkeypatch, capsys):
+    """`python grow.py` without a GPU: GPT nano (width 48) at the rate fitted to it, 8e-3; on CUDA GPT small.
+    A rate typed, another size or BERT keep their own defaults."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    args = flags.parse_args([])
+    assert (args.model, args.size, args.lr) == ('gpt', 'nano', 8e-3) and '--size auto: nano on cpu' in \
+        capsys.readouterr().out
+    assert flags.model_config(args, dict(vocab_size=257)).n_embd == 48
+    assert [flags.parse_args(argv).lr for argv in (['--size', 'tiny'], ['--model', 'bert'], ['--lr', '2e-3'])] \
+        == [1e-3, 5e-4, 2e-3]
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert (flags.parse_args([]).size, flags.parse_args([]).lr) == ('small', 1e-3)
 
 
 def test_float16_overflows_are_skipped_steps_and_the_run_resumes_exactly(corpus, tmp_path, monkeypatch):
