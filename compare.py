@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,19 @@ def read_runs(out_dir, methods=None):
     return found
 
 
+def read_curves(out_dir):
+    """{seed: [(FLOPs, final loss)]} of scratch's finished runs at other budgets (--curve), from
+    out_dir/curve/seed<S>/steps<N>; {} without a curve."""
+    curves, root = {}, os.path.join(out_dir, 'curve')
+    for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        for steps_dir in os.listdir(os.path.join(root, seed_dir)):
+            folder = os.path.join(root, seed_dir, steps_dir)
+            last = read_run(folder)['evals'][-1] if os.path.isfile(os.path.join(folder, 'log.jsonl')) else None
+            if last and f"steps{last['step']}" == steps_dir:  # (finished)
+                curves.setdefault(int(seed_dir[4:]), []).append((last['flops'], last['val_loss']))
+    return curves
+
+
 # ----------------------------------------------------------------------------- one run against scratch
 
 def first_crossing(xs, losses, target):
@@ -100,8 +114,9 @@ def curve(run, key):
     return [e[key] for e in run['evals']], [e['val_loss'] for e in run['evals']]
 
 
-def against_scratch(method, seed, run, scratch):
-    """One row: a run measured against the scratch run of the same seed (its final loss is L*)."""
+def against_scratch(method, seed, run, scratch, scratch_curve=None):
+    """One row: a run measured against the scratch run of the same seed (its final loss is L*), and with
+    `scratch_curve` of that seed (--curve: [(FLOPs, final loss)] at several budgets) its compute multiplier."""
     target = scratch['evals'][-1]['val_loss']
     f, t = first_crossing(*curve(run, 'flops'), target), first_crossing(*curve(run, 'time'), target)
     f_s = first_crossing(*curve(scratch, 'flops'), target)
@@ -115,7 +130,24 @@ def against_scratch(method, seed, run, scratch):
                if sum(weights) else None)
     for q in QUARTERS:  # equal-compute checkpoints: the loss at a share of scratch's FLOPs
         row[f'loss_at_{q}pct'] = loss_at(*curve(run, 'flops'), q / 100 * scratch['evals'][-1]['flops'])
+    if scratch_curve:
+        needed, row['multiplier_bound'] = scratch_compute(scratch_curve, row['final_val_loss'])
+        row['compute_multiplier'] = needed / row['flops_total']
     return row
+
+
+def scratch_compute(points, loss):
+    """C_scratch(loss): the FLOPs scratch needs to reach `loss`, from its (FLOPs, final loss) at several
+    budgets (one WSD run branched into each decay: --curve), interpolated linearly in log compute between the
+    two budgets around it (no power law is fitted: at 4-5 budgets an interpolation assumes least). Returns
+    (FLOPs, bound): '<' where `loss` is above every budget's (less than the smallest would do), '>' where it is
+    below every one's (more than the largest), '' between."""
+    points = sorted(points)
+    xs, losses = [math.log(c) for c, _ in points], [loss for _, loss in points]
+    if loss > losses[0]:
+        return points[0][0], '<'
+    x = first_crossing(xs, losses, loss)
+    return (points[-1][0], '>') if x is None else (math.exp(x), '')
 
 
 # ----------------------------------------------------------------------------- over the seeds
@@ -171,13 +203,23 @@ def summarize(method, rows):
     for q in QUARTERS:
         values = [r[f'loss_at_{q}pct'] for r in rows]
         out[f'loss_at_{q}pct'] = mean_sd(values)[0] if None not in values else None
+    if 'compute_multiplier' in rows[0]:  # (--curve) a mean and its 95% interval where every seed's is exact
+        out['compute_multiplier_seeds'] = [(r['multiplier_bound'], r['compute_multiplier']) for r in rows]
+        exact = all(not r['multiplier_bound'] for r in rows)
+        mean, sd = mean_sd([r['compute_multiplier'] for r in rows])
+        out['compute_multiplier'] = mean if exact else None
+        out['compute_multiplier_ci95'] = t95(n - 1) * sd / math.sqrt(n) if exact and sd is not None else None
     return out
 
 
 def report(out_dir, methods=None):
     """(summary rows, per-seed rows, runs) of the comparison in out_dir; `scratch` defines each seed's L*."""
-    runs = read_runs(out_dir, methods)
-    per_seed = [against_scratch(m, s, run, runs[BASELINE][s]) for m in runs for s, run in runs[m].items()]
+    runs, curves = read_runs(out_dir, methods), read_curves(out_dir)
+    for s, scratch in runs[BASELINE].items():  # (a curve also holds the comparison's own scratch run)
+        curves[s] = curves[s] + [(scratch['evals'][-1]['flops'], scratch['evals'][-1]['val_loss'])] \
+            if s in curves else None
+    per_seed = [against_scratch(m, s, run, runs[BASELINE][s], curves[s]) for m in runs
+                for s, run in runs[m].items()]
     summary = [summarize(m, [r for r in per_seed if r['method'] == m]) for m in runs]
     return summary, per_seed, runs
 
@@ -204,10 +246,14 @@ def table(summary, per_seed, jobs):
     """The report as printed: scratch's final losses (each seed's L*), the Markdown table, what it means."""
     targets = [r['target_loss'] for r in per_seed if r['method'] == BASELINE]
     spread = f" (sd {mean_sd(targets)[1]:.4f})" if len(targets) > 1 else ""
+    multiplier = ("\nCompute multiplier: the FLOPs scratch needs for the method's final loss (its budgets of "
+                  "--curve, interpolated in log FLOPs) over the method's FLOPs; mean +- 95% half-width, '>' / "
+                  "'<' a bound." if 'compute_multiplier_seeds' in summary[0] else "")
     return ("target L* = scratch's final validation loss of the same seed: " +
             ', '.join(f"{t:.4f}" for t in targets) + spread + '\n' + markdown(summary) +
             "\nFLOPs and time saved: mean +- sd where every seed reached L*, else each seed's ('-': never). Time "
-            "columns compare only runs made with the same --jobs" + (f" (these: --jobs {jobs})." if jobs else "."))
+            "columns compare only runs made with the same --jobs" + (f" (these: --jobs {jobs})." if jobs else ".")
+            + multiplier)
 
 
 def markdown(summary):
@@ -215,13 +261,15 @@ def markdown(summary):
     interval."""
     head = ['method', 'final val loss', 'vs scratch (95% CI)', 'verdict', 'reached L*', 'FLOPs saved',
             'time saved', 'mean depth', 'loss at 25 / 50 / 75% of scratch\'s FLOPs']
+    with_curve = 'compute_multiplier_seeds' in summary[0]
+    head += ['compute multiplier (95% CI)'] * with_curve
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in summary:
         vs = '-' if r['method'] == BASELINE else pm(r['diff_to_scratch'], r['diff_ci95'], '+.4f')
         quarters = ' / '.join(pm(r[f'loss_at_{q}pct'], None, '.3f') for q in QUARTERS[:3])
         cells = [r['method'], pm(r['final_val_loss'], r['final_val_loss_sd'], '.4f'), vs, r['verdict'],
                  f"{r['reached']}/{r['seeds']}", saved(r, 'flops_saved'), saved(r, 'time_saved'),
-                 pm(r['mean_depth'], None, '.2f'), quarters]
+                 pm(r['mean_depth'], None, '.2f'), quarters] + ([multiplier(r)] if with_curve else [])
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -231,6 +279,14 @@ def saved(r, key):
     if r[key] is not None or not any(v is not None for v in r[key + '_seeds']):
         return pm(r[key], r[key + '_sd'], '.1%')
     return ' / '.join(pm(v, None, '.1%') for v in r[key + '_seeds'])
+
+
+def multiplier(r):
+    """The compute multiplier's cell: mean +- 95% half-width where every seed's is exact, else each seed's,
+    '>' a lower bound (below the longest scratch's loss), '<' an upper bound."""
+    if r['compute_multiplier'] is not None:
+        return pm(r['compute_multiplier'], r['compute_multiplier_ci95'], '.2f') + 'x'
+    return ' / '.join(f"{bound}{value:.2f}x" for bound, value in r['compute_multiplier_seeds'])
 
 
 def pm(value, sd, spec):
@@ -447,6 +503,8 @@ def compare_methods(args, request=None):
                 grow.train(sub, request)
         else:
             run_in_parallel(runs, args, request or runtime.StopRequest())
+        if args.curve:
+            train_curve(args)
         out_dir, methods, jobs = args.out_dir, list(dict.fromkeys(sub.method for sub in runs)), args.jobs
     try:
         summary, per_seed, curves = report(out_dir, methods)
@@ -457,14 +515,53 @@ def compare_methods(args, request=None):
     return summary
 
 
+def train_curve(args):
+    """--curve: scratch's final loss at other budgets, for the compute multiplier. For each seed, one --decay
+    wsd scratch run of the longest budget, stopped in its stable phase where each shorter budget's decay
+    starts, and a copy resumed into that decay (`flags.branches`: exactly the run of that budget). The warmup
+    is the comparison's scratch's, in steps, for all. In out_dir/curve/seed<S>/steps<N>, one after another."""
+    lengths = sorted({round(m * args.max_steps) for m in args.curve} - {args.max_steps})
+    for seed in range(args.seed, args.seed + args.seeds):
+        sub = method_args(args, BASELINE, seed)
+        folder = lambda n: os.path.join(args.out_dir, 'curve', f'seed{seed}', f'steps{n}')  # noqa: E731
+        warmup = schedule.lr_corners(sub, sub.max_steps)[0]  # (in steps: the same for every budget)
+        longest = argparse.Namespace(**{**vars(sub), 'max_steps': lengths[-1], 'out_dir': folder(lengths[-1]),
+                                        'warmup': warmup, 'sample_tokens': 0})
+        for n in [n for n in lengths[:-1] if not finished(folder(n), n)] + [None]:
+            if n is None or not os.path.exists(os.path.join(folder(n), 'ckpt.pt')):  # (else: in its decay)
+                stop = None if n is None else int(schedule.lr_corners(longest, n)[1])  # (its last stable step)
+                at = runtime.read_checkpoint(longest.out_dir, mapped=True)[0]['run']['step'] \
+                    if os.path.exists(os.path.join(longest.out_dir, 'ckpt.pt')) else None
+                if n and (stop < 1 or at is not None and at > stop):
+                    where = "too early" if stop < 1 else f"and it is at {at}: delete it"
+                    raise InputError(f"--curve: the {n}-step run branches from {longest.out_dir} at {stop}, "
+                                     f"{where}")
+                print(f"=== scratch, seed {seed}: {lengths[-1]} steps" + (f", to step {stop}" if n else ""))
+                grow.main((to_argv(longest) if at is None else ['--resume', '--out_dir', longest.out_dir]) +
+                          (['--stop_at', str(stop)] if n else []))
+                if n:
+                    shutil.copytree(longest.out_dir, folder(n), dirs_exist_ok=True)
+            if n:
+                print(f"=== scratch, seed {seed}: the decay of {n} steps")
+                grow.main(['--resume', '--out_dir', folder(n), '--max_steps', str(n)])
+
+
+def finished(folder, steps):
+    """Whether the run in `folder` has logged its evaluation at `steps` (a finished run)."""
+    log = os.path.join(folder, 'log.jsonl')
+    return os.path.isfile(log) and any(e['step'] == steps for e in read_run(folder)['evals'])
+
+
 def method_args(args, m, seed):
     """The flags of method m's run of a comparison (seed `seed`, in out_dir/<m>/seed<S>): the comparison's,
     less what does not apply to m."""
-    sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1,
-                                'jobs': 1, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
+    sub = argparse.Namespace(**{**vars(args), 'method': m, 'seed': seed, 'compare': None, 'seeds': 1, 'jobs': 1,
+                                'curve': None, 'out_dir': os.path.join(args.out_dir, m, f'seed{seed}')})
     if args.wandb:  # one group per comparison, one run per method and seed (named by `runtime.start_wandb`)
         sub.wandb_run = None
         sub.wandb_group = args.wandb_group or os.path.basename(os.path.abspath(args.out_dir))
+    for k, v in flags.recipe(args, m).items():  # (--recipe's flags of m's own, e.g. onelayer's growth at 0.9)
+        setattr(sub, k, v if getattr(sub, k) is None else getattr(sub, k))
     if m == BASELINE:  # flags that shape growth do not apply to the baseline, and its run is the same under
         for k in GROWTH_FLAGS:  # both budgets (so one scratch run serves both protocols)
             setattr(sub, k, None)

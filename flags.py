@@ -10,11 +10,13 @@ import math
 import os
 import sys
 
+import torch
+
 import data
 from data import InputError
 from model import SIZES, config_for
 from runtime import pick_device, read_checkpoint
-from schedule import DIMS, METHODS
+from schedule import BASELINE, DIMS, METHODS, Budget, lr_at
 
 
 # flags a resumed run may change; every other flag is the checkpoint's (changing it would change the run)
@@ -118,13 +120,21 @@ def training_flags(a):
     a('--lr', type=float, default=None, help='peak learning rate (default 1e-3; BERT 5e-4: a post-LN BERT of '
       'width 128 stays on the unigram plateau at 1e-3 in some seeds, see RESULTS.md)')
     a('--min_lr', type=float, default=None, help='final learning rate (default lr/10)')
-    a('--warmup', type=int, default=None, help='linear warmup steps (default 5%% of max_steps)')
+    a('--warmup', type=float, default=None, help='linear warmup: steps, or below 1 a share of the run\'s clock '
+      '(default 0.05: 5%%)')
     a('--decay', default='cosine', choices=('cosine', 'linear', 'wsd'), help='after the warmup: cosine or '
       'linear decay to min_lr over the whole run, or wsd (warmup-stable-decay): the peak rate until the last '
       '--decay_frac of the run, then a linear decay to min_lr')
     a('--decay_frac', type=float, default=None, help='--decay wsd: the share of the run the decay takes '
       '(default 0.2: the last 20%%, which the one-layer method\'s growth at 80%% starts)')
     a('--weight_decay', type=float, default=0.1)
+    a('--recipe', default=None, choices=tuple(RECIPES), help='a paper\'s training recipe: the flags it sets '
+      'unless typed (bu: Bu\'s one-layer recipe, Muon, WSD with 2%% warmup and a 10%% decay to 0, weight decay '
+      '0.01, no clipping, onelayer\'s growth at 0.9)')
+    a('--optimizer', default='adamw', choices=('adamw', 'muon'), help='muon: Muon for the blocks\' matrices '
+      '(torch.optim.Muon, torch >= 2.9) at --muon_lr, AdamW for the rest at --lr (nanochat\'s split)')
+    a('--muon_lr', type=float, default=None, help='--optimizer muon: the matrices\' peak rate (default 0.02, '
+      'nanochat\'s; it follows --lr\'s schedule)')
     a('--beta2', type=float, default=0.95, help="AdamW's second-moment decay (0.95: nanoGPT's; Apollo's and "
       "StackBERT's official code use 0.999)")
     a('--grad_clip', type=float, default=1.0, help='0 disables clipping')
@@ -163,6 +173,9 @@ def run_flags(a):
       'seed+N-1 (model init, data order, Apollo\'s sampler; the evaluation batches stay fixed)')
     a('--jobs', type=int, default=1, help='--compare: runs at once (CPU: each gets its share of the cores; '
       'CUDA: one per visible GPU); wall-clock columns compare only runs made with the same --jobs')
+    a('--curve', type=float_list, default=None, help='--compare --decay wsd: scratch also at these multiples of '
+      '--max_steps (e.g. 0.5,2,4), one run branched into each decay, for each method\'s compute multiplier: '
+      'the compute scratch needs for its loss over its own (README "Comparing methods")')
     a('--plan', action='store_true', help='train nothing: print the schedule (stages, depths, growths, the '
       'learning rate, the FLOPs against scratch); with --compare a,b,c every method\'s, and their picture')
     a('--export_hf', default=None, help='with --resume: write the checkpoint of out_dir as a Hugging Face '
@@ -206,7 +219,7 @@ def parse_args(argv=None):
     args, typed = parse(argv)
     if args.resume:
         ckpt, path = read_checkpoint(args.out_dir, mapped=True)  # (its flags: grow.py reads the rest)
-        args = resumed(args, typed, ckpt['args'], path)
+        args = resumed(args, typed, ckpt, path)
     if args.size == 'auto':
         device = pick_device(args)
         args.size = 'small' if device == 'cuda' else 'nano'
@@ -215,9 +228,14 @@ def parse_args(argv=None):
     return args
 
 
-def resumed(args, typed, saved, path):
-    """The flags of a resumed run: the checkpoint's `saved` flags, and the RESUMABLE ones typed now; typing
-    any other flag with another value is refused (a resumed run is the same run)."""
+def resumed(args, typed, ckpt, path):
+    """The flags of a resumed run: the checkpoint's flags, and the RESUMABLE ones typed now; typing any other
+    flag with another value is refused (a resumed run is the same run), except a `branch`'s --max_steps."""
+    saved = ckpt['args']
+    if 'max_steps' in typed and args.max_steps != saved['max_steps'] and branches(saved, args.max_steps,
+                                                                                  ckpt['run']['step'], path):
+        typed = typed - {'max_steps'}
+        saved = dict(saved, max_steps=args.max_steps)
     for k in typed:
         if k not in RESUMABLE and saved.get(k) != getattr(args, k):
             raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} "
@@ -230,6 +248,35 @@ def resumed(args, typed, saved, path):
     return argparse.Namespace(**{**saved, 'stop_at': None, 'out_dir': args.out_dir, **now})
 
 
+def branches(saved, max_steps, step, path):
+    """--resume with another --max_steps: a WSD scratch run branched into a decay of its own (compare's
+    --curve: scratch's loss at several budgets from one stable run). Allowed where every step taken had the
+    rate it has under the new length, so that the run is exactly the one started with it; else refused."""
+    old, new = argparse.Namespace(**saved), argparse.Namespace(**dict(saved, max_steps=max_steps))
+    clock = lambda n: Budget(n, False, 1.0, [0], [1.0])  # noqa: E731 (scratch's clock: its steps)
+    if saved['method'] != BASELINE or saved['decay'] != 'wsd' or not 0 < max_steps or any(
+            lr_at(s, old, clock(old.max_steps)) != lr_at(s, new, clock(max_steps)) for s in range(step)):
+        raise InputError(f"--max_steps {max_steps} differs from the checkpoint's {saved['max_steps']} ({path}): "
+                         f"a resumed run changes its length only as a --decay wsd scratch run whose {step} steps "
+                         f"all had the new length's rates (its stable phase, the warmup in steps)")
+    return True
+
+
+# --recipe: (the flags a paper's recipe sets unless typed, those it sets for one method)
+RECIPES = {
+    # zero/one-layer progressive training (Bu, ICML 2026, arXiv 2511.04981) as its summaries give it: Muon, WSD
+    # with 2% warmup and a 10% decay to 0, weight decay 0.01, no clipping, one growth at 0.9 of the run
+    'bu': (dict(optimizer='muon', decay='wsd', warmup=0.02, decay_frac=0.1, min_lr=0.0, weight_decay=0.01,
+                grad_clip=0.0), {'onelayer': dict(stage_at=[0.9])}),
+}
+
+
+def recipe(args, method):
+    """{flag: value} that --recipe sets for `method` unless typed (none without a recipe)."""
+    common, own = RECIPES[args.recipe] if args.recipe else ({}, {})
+    return {**common, **own.get(method, {})}
+
+
 def check(args, typed):
     """Every flag's value and every combination, checked before anything trains (the schedule's own checks
     are in `schedule.stages_for`)."""
@@ -238,9 +285,17 @@ def check(args, typed):
     if args.lr is None:
         args.lr = 5e-4 if args.model == 'bert' else 8e-3 if args.size == 'nano' else 1e-3
     args.pos = args.pos or ('rope' if args.model == 'bert' else 'learned')
+    if not args.resume:  # (a resumed run's flags hold its recipe already)
+        for k, v in recipe(args, args.method).items():
+            setattr(args, k, getattr(args, k) if k in typed else v)
+    if args.optimizer == 'muon':
+        args.muon_lr = args.muon_lr or 0.02
+    elif args.muon_lr is not None:
+        raise InputError("--muon_lr is the rate of --optimizer muon: add --optimizer muon, or drop --muon_lr")
     check_numbers(args)
-    if args.warmup is not None and not 0 <= args.warmup < args.max_steps:
-        raise InputError(f"--warmup must be in [0, max_steps={args.max_steps}), got {args.warmup}")
+    if args.optimizer == 'muon' and not hasattr(torch.optim, 'Muon'):
+        raise InputError(f"--optimizer muon needs torch >= 2.9 (torch.optim.Muon); this is {torch.__version__}: "
+                         f"pip install -U torch")
     if args.decay_frac is not None and args.decay != 'wsd':
         raise InputError(f"--decay_frac is the share of --decay wsd's decay; --decay {args.decay} decays "
                          f"over the whole run: add --decay wsd or drop --decay_frac")
@@ -251,6 +306,9 @@ def check(args, typed):
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
     if args.compare and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         raise InputError("--compare starts its own runs (--jobs at once); run it without torchrun")
+    if args.curve is not None and not (args.compare and args.decay == 'wsd'):
+        raise InputError("--curve trains scratch at other budgets for a comparison's compute multiplier, its "
+                         "decays branched from one WSD run: add --compare METHODS and --decay wsd")
     if not args.compare and ({'seeds', 'jobs'} & typed):
         raise InputError(f"--{min({'seeds', 'jobs'} & typed)} belongs to --compare (several runs); "
                          f"a single run has one seed: --seed")
@@ -283,13 +341,18 @@ NUMBERS = {
     'weight_decay': (lambda v, a: v >= 0, '0 or a positive number'),
     'grad_clip': (lambda v, a: v >= 0, '0 (no clipping) or a positive number'),
     'dropout': (lambda v, a: 0 <= v < 1, 'a number in [0, 1)'),
+    'muon_lr': (lambda v, a: v is None or v > 0, 'a positive number, e.g. 0.02'),
     'beta2': (lambda v, a: 0 <= v < 1, 'a number in [0, 1), e.g. 0.95 or 0.999'),
     'mask_rate': (lambda v, a: 0 < v < 1, 'a number in (0, 1)'),
     'depth_noise': (lambda v, a: v is None or v >= 0, "0 or positive (a share of each tensor's std)"),
+    'warmup': (lambda v, a: v is None or 0 <= v < 1 or v == int(v) and v < a.max_steps,
+               'a share of the clock below 1, or whole steps below --max_steps'),
     'rewarmup': (lambda v, a: v >= 0, '0 or a positive number of steps'),
     'sample_tokens': (lambda v, a: v >= 0, '0 (no sample) or a positive number of tokens'),
     'decay_frac': (lambda v, a: v is None or 0 < v <= 1, 'a number in (0, 1], e.g. 0.2'),
     'seed': (lambda v, a: 0 <= v < 2 ** 31, 'an integer in [0, 2**31)'),
+    'curve': (lambda v, a: v is None or v and all(math.isfinite(m) and round(m * a.max_steps) > 0 for m in v),
+              'positive multiples of --max_steps, e.g. 0.5,2,4'),
 }
 
 

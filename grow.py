@@ -28,12 +28,12 @@ import flags
 from data import InputError
 from model import (Config, Transformer, carry_moments, deepen, growth_map, make_optimizer, micro_batch_flops,
                    num_params, widen)
-from runtime import (Diverged, Interrupted, Log, Runtime, StopRequest, Stopwatch, check_memory, close, command,
-                     compile_model, compiled_graphs, duration, human, load_optimizer, not_finite,
-                     out_of_memory, peak_flops, plot_run, read_checkpoint, rng_states, set_rng_states,
-                     start_runtime, start_wandb, write_checkpoint)
-from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_depth, lr_at, make_budget, plan,
-                      shared_lr_scales, stage_of, stages_for)
+from runtime import (Diverged, Interrupted, Log, LogWindow, Runtime, StopRequest, Stopwatch, check_memory,
+                     close, command, compile_model, compiled_graphs, duration, human, load_optimizer,
+                     not_finite, out_of_memory, peak_flops, plot_run, read_checkpoint, rng_states,
+                     set_rng_states, start_runtime, start_wandb, write_checkpoint)
+from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_depth, lr_at, make_budget,
+                      optimizer_flops, plan, shared_lr_scales, stage_of, stages_for)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -63,10 +63,10 @@ def train(args, request=None, hook=None):
         depths, layers = draw_step(args, stage, model, run.sampler)  # Apollo: depths; RaPTr: a path
         scales = shared_lr_scales(len(model.blocks), depths, layers, args.shared_lr)
         for group in optimizer.param_groups:
-            group['lr'] = lr * scales.get(group.get('block'), 1.0)
+            group['lr'] = lr * group.get('rate', 1.0) * scales.get(group.get('block'), 1.0)  # (Muon: rate)
 
         # forward and backward over --grad_accum micro-batches, clip, then step unless a value is not finite
-        loss_sum, flops = torch.zeros((), device=rt.device), 0
+        loss_sum, flops = torch.zeros((), device=rt.device), optimizer_flops(args, model.cfg, len(model.blocks))
         for micro in range(args.grad_accum):
             depth = depths[micro % len(depths)]
             x, y = run.batches.next(stage.batch, stage.seq)
@@ -111,7 +111,7 @@ class Run:
     corpus: tuple             # (meta, train tokens, validation tokens)
     evals: list               # the fixed evaluation batches; the first is also the growth probe
     model: Transformer = None
-    optimizer: torch.optim.Optimizer = None
+    optimizer: torch.optim.Optimizer = None  # or model.Optimizers (Muon and AdamW)
     batches: data.Batches = None
     sampler: np.random.Generator = None  # Apollo's depths and RaPTr's paths: seeded alike on every rank
     progress: 'Progress' = None
@@ -198,54 +198,6 @@ class Progress:
             self.depths[str(depth)] = self.depths.get(str(depth), 0) + 1
 
 
-@dataclass
-class LogWindow:
-    """The steps since the last train log line: the counters where it began, each step's depths, rate, loss
-    and skip flag. Losses and flags stay on the device until `settle` reads them (reading waits for it)."""
-    step: int
-    time: float
-    tokens: int
-    flops: float
-    depths: list = field(default_factory=list)
-    lrs: list = field(default_factory=list)
-    losses: list = field(default_factory=list)  # on the device
-    bad: list = field(default_factory=list)     # on the device: 1.0 where the step was not applied
-    read: int = 0                               # steps whose loss and flag `settle` has read
-    cold: tuple = None    # (time, tokens, FLOPs) after a start, resume or growth: the next step warms up
-    warmup: tuple = (0, 0.0, 0, 0.0)            # the warm-up steps' count, seconds, tokens and FLOPs
-
-    @staticmethod
-    def at(progress, cold=False):
-        window = LogWindow(progress.step, progress.train_time, progress.tokens, progress.flops)
-        return window.mark_cold(progress) if cold else window
-
-    def mark_cold(self, progress):
-        """The next step warms up (after a start, a resume or a growth): `warmed` sets its cost aside."""
-        self.cold = progress.train_time, progress.tokens, progress.flops
-        return self
-
-    def add(self, depths, loss, bad, lr):
-        self.depths += depths
-        self.lrs.append(lr)
-        self.losses.append(loss)
-        self.bad.append(bad)
-
-    def warmed(self, progress, watch):
-        """After the first step of a start, a resume or a growth: its cost goes into `warmup`, which the rates
-        leave out, as nanoGPT's MFU leaves out its first steps (read on the host's clock: no wait)."""
-        if self.cold:
-            spent = (1, progress.train_time + watch.peek() - self.cold[0], progress.tokens - self.cold[1],
-                     progress.flops - self.cold[2])
-            self.warmup, self.cold = tuple(a + b for a, b in zip(self.warmup, spent)), None
-
-    def rates(self, progress):
-        """(seconds, tokens, FLOPs) of the window's steps, its warm-up left out unless it was all warm-up."""
-        spent = (progress.train_time - self.time, progress.tokens - self.tokens, progress.flops - self.flops)
-        if progress.step - self.step <= self.warmup[0]:
-            return spent
-        return tuple(a - b for a, b in zip(spent, self.warmup[1:]))
-
-
 # ----------------------------------------------------------------------------- helpers of the loop
 
 
@@ -281,8 +233,10 @@ def start_or_resume(run):
 
 
 def optimizer_of(model, args):
-    """The run's AdamW for `model` (`make_optimizer`); with Apollo's --shared_lr a group per weight block."""
-    return make_optimizer(model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'), args.beta2)
+    """The run's AdamW (or Muon and AdamW) for `model` (`make_optimizer`); with Apollo's --shared_lr a group
+    per weight block."""
+    return make_optimizer(model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'), args.beta2,
+                          args.muon_lr if args.optimizer == 'muon' else None)
 
 
 def describe(run):
@@ -371,10 +325,9 @@ def grow_at_boundary(run, i):
 
 
 def grow_to(stage, model, optimizer, op, args):
-    """Grow the model to the shape of `stage`: deeper (`deepen` by `op`), then wider (`widen`). AdamW's
-    moments follow the weights' map (--opt_state copy, `growth_map`), start afresh (reset), or stay with
-    their block index (slots: Apollo's official code, one model under one optimizer). Returns (new model,
-    new optimizer, src: the old block of each new block, None when depth did not grow)."""
+    """Grow the model to the shape of `stage`: deeper (`deepen` by `op`), then wider (`widen`). The optimizer's
+    moments follow the weights' map (--opt_state copy, `growth_map`), start afresh (reset), or stay with their
+    block index (slots: Apollo's official code). Returns (model, optimizer, src: each new block's old one)."""
     grown, src, tiles = model, None, {}
     if stage.n_blocks > len(model.blocks):
         grown, src = deepen(grown, stage.n_blocks, op, args.depth_noise or 0.0)

@@ -430,33 +430,74 @@ def growth_map(grown, src=None, tiles=None):
     return sources
 
 
+# each state tensor's order as a moment of the gradient: how it scales when a copy's gradient does (`tile`)
+MOMENTS = {'exp_avg': 1, 'exp_avg_sq': 2, 'momentum_buffer': 1}  # AdamW's two, Muon's one
+
+
 def carry_moments(old, new, sources):
-    """AdamW's moments through a growth: each parameter of the `new` (model, optimizer) takes its source's
-    state in the `old` pair (`growth_map`), tiled by `tile`, the step count kept; no source, no state."""
+    """The optimizer's moments through a growth: each parameter of the `new` (model, optimizer) takes its
+    source's state in the `old` pair (`growth_map`), tiled by `tile`, the step count kept; no source, no state.
+    (With Muon, each of the two optimizers carries its own parameters' state: a matrix stays a matrix.)"""
     (model, optimizer), (grown, new_optimizer) = old, new
-    moments = {n: optimizer.state[p] for n, p in model.named_parameters() if p in optimizer.state}
-    for n, p in grown.named_parameters():
-        source, ops = sources[n]
-        if source in moments:
-            s = moments[source]
-            # (the fused kernel reads the step count on the parameter's device)
-            new_optimizer.state[p] = dict(s, step=s['step'].to(p.device, torch.float32, copy=True),
-                                          exp_avg=tile(s['exp_avg'], ops, 1).clone(),
-                                          exp_avg_sq=tile(s['exp_avg_sq'], ops, 2).clone())
+    names, parts = {p: n for n, p in model.named_parameters()}, lambda o: getattr(o, 'parts', [o])
+    for part, new_part in zip(parts(optimizer), parts(new_optimizer)):
+        moments = {names[p]: s for p, s in part.state.items()}
+        for n, p in grown.named_parameters():
+            source, ops = sources[n]
+            if source in moments:
+                s = moments[source]
+                new_part.state[p] = {k: tile(v, ops, MOMENTS[k]).clone() for k, v in s.items() if k in MOMENTS}
+                if 'step' in s:  # (the fused kernel reads the step count on the parameter's device)
+                    new_part.state[p]['step'] = s['step'].to(p.device, torch.float32, copy=True)
 
 
-def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95):
-    """AdamW (nanoGPT's configure_optimizers): weight decay on matrices and embeddings only. With `per_block`
-    (--shared_lr) each block has groups of its own (`block`: its index). Fused on every device: one kernel,
-    and it skips a step on the device (`found_inf`), which the loop's non-finite check relies on."""
+def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95, muon_lr=None):
+    """AdamW (nanoGPT's configure_optimizers), fused: one kernel that skips a step on the device (`found_inf`).
+    Weight decay on matrices and embeddings only; `per_block` (--shared_lr): groups per block (`block`: its
+    index); `muon_lr`: the blocks' matrices go to Muon (`Optimizers`), each group's `rate` its peak over lr."""
     owner = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()} if per_block else {}
-    groups = []
+    hidden = {id(p) for b in model.blocks for p in b.parameters() if p.dim() == 2} if muon_lr else set()
+    groups, muon = [], []
     for block in [None] + sorted(set(owner.values())):  # (None: the parameters outside the blocks)
         params = [p for p in model.parameters() if p.requires_grad and owner.get(id(p)) == block]
         tag = {} if block is None else dict(block=block)
-        groups += [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay, **tag),
+        groups += [dict(params=[p for p in params if p.dim() >= 2 and id(p) not in hidden],
+                        weight_decay=weight_decay, **tag),
                    dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=True)
+        muon += [dict(params=[p for p in params if id(p) in hidden], rate=(muon_lr or 0) / lr, **tag)]
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=True)
+    return Optimizers(adamw, torch.optim.Muon([g for g in muon if g['params']], lr=muon_lr,
+                                              weight_decay=weight_decay)) if muon_lr else adamw
+
+
+class Optimizers:
+    """Muon (Jordan et al. 2024: momentum orthogonalised by Newton-Schulz) for the blocks' matrices, AdamW for
+    the rest (embeddings, head, norms, biases), as nanochat splits them, stepped as one. Muon has no on-device
+    skip like AdamW's `found_inf`, so its step reads the flag: one wait for the device per step."""
+    def __init__(self, adamw, muon):
+        self.parts, self.found_inf, self.param_groups = (adamw, muon), None, adamw.param_groups + \
+            muon.param_groups
+
+    def step(self):
+        self.parts[0].found_inf = self.found_inf  # (the fused AdamW skips on the device)
+        self.parts[0].step()
+        if self.found_inf is None or not self.found_inf.item():
+            self.parts[1].step()
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.parts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return dict(adamw=self.parts[0].state_dict(), muon=self.parts[1].state_dict())
+
+
+def newton_schulz_flops(cfg, n_blocks):
+    """Muon's step: 5 Newton-Schulz iterations on each stored block's matrices (m x n, m <= n), each A = X X^T
+    (2 m^2 n), then a X + (b A + c A^2) X (2 m^3 + 2 m^2 n), whatever depth runs them (RaPTr: at most)."""
+    C, H = cfg.n_embd, cfg.d_ff
+    shapes = [(C, 3 * C), (C, C), (C, H), (C, H)]  # (qkv, attention out, the FFN's two: m <= n when H >= C)
+    return n_blocks * sum(5 * (4 * m * m * n + 2 * m ** 3) for m, n in (sorted(s) for s in shapes))
 
 
 def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, queries=0):

@@ -306,15 +306,18 @@ def write_checkpoint(state, out_dir):
     os.replace(path + '.tmp', path)
 
 
-# an optimizer's implementation flags: this device's, never a checkpoint's (`load_optimizer`)
-IMPLEMENTATION = ('fused', 'foreach', 'capturable', 'differentiable')
+# what the run here decides of an optimizer's groups, never the checkpoint: the device's implementation flags,
+# and a group's rate over --lr (`model.make_optimizer`)
+BUILT = ('fused', 'foreach', 'capturable', 'differentiable', 'rate')
 
 
 def load_optimizer(optimizer, saved):
-    """A checkpoint's AdamW state in an optimizer built here, keeping this device's implementation flags."""
-    groups = [dict(g, **{k: built[k] for k in IMPLEMENTATION if k in built})
-              for g, built in zip(saved['param_groups'], optimizer.param_groups)]
-    optimizer.load_state_dict(dict(saved, param_groups=groups))
+    """A checkpoint's optimizer state (AdamW's, or Muon's and AdamW's) in an optimizer built here."""
+    states = saved.values() if 'muon' in saved else [saved]
+    for part, state in zip(getattr(optimizer, 'parts', [optimizer]), states):
+        groups = [dict(g, **{k: built[k] for k in BUILT if k in built})
+                  for g, built in zip(state['param_groups'], part.param_groups)]
+        part.load_state_dict(dict(state, param_groups=groups))
 
 
 def checkpoint_model(out_dir):
@@ -362,6 +365,54 @@ class Log:
                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'flops'}
             self.wandb.log({'flops': self.flops, **numbers})
         return record
+
+
+@dataclass
+class LogWindow:
+    """The steps since the last train log line: the counters where it began, each step's depths, rate, loss
+    and skip flag. Losses and flags stay on the device until `settle` reads them (reading waits for it)."""
+    step: int
+    time: float
+    tokens: int
+    flops: float
+    depths: list = field(default_factory=list)
+    lrs: list = field(default_factory=list)
+    losses: list = field(default_factory=list)  # on the device
+    bad: list = field(default_factory=list)     # on the device: 1.0 where the step was not applied
+    read: int = 0                               # steps whose loss and flag `settle` has read
+    cold: tuple = None    # (time, tokens, FLOPs) after a start, resume or growth: the next step warms up
+    warmup: tuple = (0, 0.0, 0, 0.0)            # the warm-up steps' count, seconds, tokens and FLOPs
+
+    @staticmethod
+    def at(progress, cold=False):
+        window = LogWindow(progress.step, progress.train_time, progress.tokens, progress.flops)
+        return window.mark_cold(progress) if cold else window
+
+    def mark_cold(self, progress):
+        """The next step warms up (after a start, a resume or a growth): `warmed` sets its cost aside."""
+        self.cold = progress.train_time, progress.tokens, progress.flops
+        return self
+
+    def add(self, depths, loss, bad, lr):
+        self.depths += depths
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.bad.append(bad)
+
+    def warmed(self, progress, watch):
+        """After the first step of a start, a resume or a growth: its cost goes into `warmup`, which the rates
+        leave out, as nanoGPT's MFU leaves out its first steps (read on the host's clock: no wait)."""
+        if self.cold:
+            spent = (1, progress.train_time + watch.peek() - self.cold[0], progress.tokens - self.cold[1],
+                     progress.flops - self.cold[2])
+            self.warmup, self.cold = tuple(a + b for a, b in zip(self.warmup, spent)), None
+
+    def rates(self, progress):
+        """(seconds, tokens, FLOPs) of the window's steps, its warm-up left out unless it was all warm-up."""
+        spent = (progress.train_time - self.time, progress.tokens - self.tokens, progress.flops - self.flops)
+        if progress.step - self.step <= self.warmup[0]:
+            return spent
+        return tuple(a - b for a, b in zip(spent, self.warmup[1:]))
 
 
 def plot_run(out_dir):

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from data import InputError
-from model import depth_source, flops_per_step, map_layers
+from model import depth_source, flops_per_step, map_layers, newton_schulz_flops
 
 
 def midas_stages(L):
@@ -37,7 +37,6 @@ class Method:
     dims: tuple = ()          # dimensions grown besides depth (--grow's default)
     sampling: str = None      # the depth it draws by default (--sampling; draws 'depth' only)
     check: Callable = None    # its own validation of (args, stages): raises InputError
-
 
 
 @dataclass(frozen=True)
@@ -87,9 +86,9 @@ METHODS = {
     # of equal length (ours), owning all L blocks; `random_path` scaled by `path_scales` (our reading of the
     # paper's scaling: its full text and code were not available here).
     # Zero/one-layer progressive training (Bu, ICML 2026; no code released): one block for most of the run,
-    # then one late growth straight to L at about 80% (as its summaries give it), under --decay wsd. The
-    # default copies the trained layer; --depth_op fresh initialises the new ones (the paper finds both
-    # fast), and --stages 0,L with fresh starts from no block (the zero-layer model).
+    # then one late growth straight to L. Its recipe (Muon, WSD, the growth at 0.9) is --recipe bu, which a
+    # comparison gives every method alike, so it is not this entry's default (a growth at 0.8). It copies the
+    # trained layer; --depth_op fresh initialises the new ones, and --stages 0,L with it the zero-layer model.
     'onelayer': Method('zero/one-layer progressive training, Bu, ICML 2026 (arXiv 2511.04981)',
                        lambda L: [1, L], [0.8], 'stack'),
     'raptr': Method('RaPTr, Panigrahi et al. 2024', lambda L: sorted({L // 2, 2 * L // 3, 5 * L // 6, L}),
@@ -262,10 +261,8 @@ def draw_depth(k, L, how, rng):
         return int(rng.integers(k, L + 1))
     if how == 'es':
         return k if rng.random() < 0.5 else L
-    if how == 'fs':
-        return L
-    if how == 'none':
-        return k
+    if how in ('fs', 'none'):
+        return L if how == 'fs' else k
     raise ValueError(f"unknown sampling {how!r}; valid: lvps, us, es, fs, none")
 
 
@@ -349,9 +346,9 @@ def lr_at(position, args, budget, since_growth=None):
 
 
 def lr_corners(args, length):
-    """(the warmup's steps, where the decay starts, the final rate) on a clock of `length`; the default
-    warmup is 5% of the clock."""
-    warmup = args.warmup if args.warmup is not None else length // 20
+    """(the warmup's steps, where the decay starts, the final rate) on a clock of `length` (warmup: 5%)."""
+    warmup = length // 20 if args.warmup is None else int(args.warmup) if args.warmup >= 1 else \
+        round(args.warmup * length)
     start = max(warmup, length * (1 - (args.decay_frac or 0.2))) if args.decay == 'wsd' else warmup
     return warmup, start, args.min_lr if args.min_lr is not None else args.lr / 10
 
@@ -416,11 +413,18 @@ def step_flops(args, cfg, stage, world=1):
     tokens = args.batch_size * args.grad_accum * cfg.block_size * world
     head = args.mask_rate * tokens if cfg.kind == 'bert' else None
     if stage is None:
-        return flops_per_step(cfg, cfg.n_layer, tokens, cfg.block_size, head)
+        return flops_per_step(cfg, cfg.n_layer, tokens, cfg.block_size, head) + world * optimizer_flops(
+            args, cfg, cfg.n_layer)
     depth = mean_depth(stage_depths(args, cfg, stage))
     shape = replace(cfg, n_embd=stage.n_embd, n_head=stage.n_head, d_ff=stage.d_ff)
     queries = math.ceil(args.mask_rate * stage.seq) if stage.pool > 1 else 0
-    return flops_per_step(shape, depth, tokens, stage.seq, head, stage.pool, queries)
+    return (flops_per_step(shape, depth, tokens, stage.seq, head, stage.pool, queries) +
+            world * optimizer_flops(args, shape, stage.n_blocks))
+
+
+def optimizer_flops(args, cfg, n_blocks):
+    """One process's optimizer step: Muon's Newton-Schulz (AdamW's elementwise update left out, as nanoGPT)."""
+    return newton_schulz_flops(cfg, n_blocks) if args.optimizer == 'muon' else 0
 
 
 def stage_depths(args, cfg, stage):
@@ -475,8 +479,10 @@ def clock_words(args, budget):
              else f"{budget.steps} steps of its own (scratch's FLOPs of {args.max_steps} steps)")
     warmup, start, min_lr = lr_corners(args, budget.steps)
     decay = f"held to {start:g}, then linear" if args.decay == 'wsd' else args.decay
-    return (f"{clock}; lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at {budget.steps}" +
-            (f", re-warmed over {args.rewarmup} steps after each growth" if args.rewarmup else ""))
+    muon = f"Muon at {args.muon_lr / args.lr:g} x lr for block matrices, " if args.optimizer == 'muon' else ''
+    rewarm = f", re-warmed over {args.rewarmup} steps after each growth" if args.rewarmup else ""
+    return (f"{clock}; {muon}AdamW; lr: warmup to {args.lr:g} over {warmup} steps, {decay} to {min_lr:g} at "
+            f"{budget.steps}{rewarm}")
 
 
 def growth_words(old, new, op):

@@ -2,6 +2,7 @@
 
 Sections: helpers; data; models; growth operators; training and checkpoints; schedules; Apollo; CompoundGrow;
 compare mode; DDP and compile; export; bad input."""
+import copy
 import csv
 import importlib.machinery
 import importlib.util
@@ -23,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench
+import model as model_lib
 import compare
 import data
 import flags
@@ -811,6 +813,74 @@ def test_width_moments_match_the_gradients_the_copies_receive(kind):
                                    msg=name)
 
 
+def muon_trained(kind, steps=3):
+    """A small model trained a few steps by Muon and AdamW (`make_optimizer` with a Muon rate)."""
+    model = perturbed(kind, d_ff=64).train()
+    opt = make_optimizer(model, 1e-3, 0.1, muon_lr=0.02)
+    x = torch.randint(0, 300, (2, 16))
+    for _ in range(steps):
+        model(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt, x
+
+
+@pytest.mark.parametrize('kind', ['gpt', 'bert'])
+def test_muon_steps_the_blocks_matrices_and_its_momentum_follows_a_growth(kind):
+    """--optimizer muon: Muon holds exactly the blocks' 2-D matrices, AdamW the rest; a growth (deeper by
+    interpolation, then wider) keeps a Muon-trained model's function where the operator does (the widening)
+    and carries each matrix's momentum by the weights' map, scaled as the copy's gradient is (`tile`)."""
+    model, opt, x = muon_trained(kind)
+    adamw, muon = opt.parts
+    matrices = {p for b in model.blocks for p in b.parameters() if p.dim() == 2}
+    assert set(muon.state) == matrices and not matrices & set(adamw.state) and len(adamw.state) > 0
+    wide, tiles = widen(model.eval(), 64, 256, noise=0.0)
+    torch.testing.assert_close(outputs(wide, x), outputs(model, x), rtol=1e-5, atol=1e-5)
+    args = flags.parse_args(['--optimizer', 'muon', '--lr', '1e-3'])
+    stage = schedule.Stage(0, 1, n_blocks=6, n_embd=64, n_head=4, d_ff=256, seq=16, batch=8)
+    grown, new_opt, src = grow.grow_to(stage, model, opt, 'interpolate', args)
+    assert src == [0, 0, 1, 1, 2, 2] and isinstance(new_opt, model_lib.Optimizers)
+    old_names = dict(model.named_parameters())
+    for name, p in grown.named_parameters():
+        if p.dim() == 2 and name.startswith('blocks.'):
+            _, i, rest = name.split('.', 2)
+            old = f'blocks.{src[int(i)]}.{rest}'  # (its tiling: the widening of the old model above)
+            want = model_lib.tile(muon.state[old_names[old]]['momentum_buffer'], tiles[old], 1)
+            assert torch.equal(new_opt.parts[1].state[p]['momentum_buffer'], want), name
+    assert {g['rate'] for g in new_opt.parts[1].param_groups} == {20.0}  # 0.02 over --lr 1e-3
+
+
+def test_a_skipped_step_leaves_muon_and_adamw_untouched():
+    """Muon has no on-device skip: the pair reads the loop's flag, and a step flagged not finite changes no
+    weight and no moment of either optimizer; an unflagged one changes both."""
+    model, opt, x = muon_trained('gpt', steps=1)
+    moments = lambda: [s[k].clone() for o in opt.parts for s in o.state.values() for k in s]  # noqa: E731
+    weights, before = copy.deepcopy(model.state_dict()), moments()
+    model(x, x)[1].backward()
+    opt.found_inf = torch.tensor(1.0)
+    opt.step()
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(moments(), before))
+    opt.found_inf = torch.tensor(0.0)
+    opt.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])}
+    assert 'blocks.0.attn.c_attn.weight' in changed and 'wte.weight' in changed
+
+
+def test_muon_counts_its_newton_schulz_flops(corpus, tmp_path):
+    """Newton-Schulz is not free: a Muon step costs 5 iterations on every stored matrix beyond the model's
+    6N FLOPs, in the run's count and in the plan's; AdamW's elementwise update is not counted."""
+    adamw = run(corpus, tmp_path / 'adamw', '--max_steps', 3, '--eval_interval', 3)
+    muon = run(corpus, tmp_path / 'muon', '--max_steps', 3, '--eval_interval', 3, '--optimizer', 'muon')
+    C, H = 32, 128  # TINY: two blocks of width 32 (d_ff 4C)
+    per_matrix = [5 * (4 * m * m * n + 2 * m ** 3) for m, n in ((C, 3 * C), (C, C), (C, H), (C, H))]
+    assert model_lib.newton_schulz_flops(muon['model'].cfg, 2) == 2 * sum(per_matrix)
+    assert muon['flops'] - adamw['flops'] == 3 * 2 * sum(per_matrix)
+    args = flags.parse_args(TINY + ['--data', corpus, '--optimizer', 'muon', '--max_steps', '3'])
+    cfg = flags.model_config(args, data.load(corpus)[0])
+    assert 3 * schedule.step_flops(args, cfg, None) == muon['flops']
+
+
 # ----------------------------------------------------------------------------- training and checkpoints
 
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
@@ -834,6 +904,8 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'gpt scratch': (['--model', 'gpt', '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1], 8),
     'bert scratch': (['--model', 'bert', '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1], 8),
     'gpt stack, before both growths': (['--model', 'gpt', '--method', 'stack', *GROWTH], 1),
+    'gpt compound by muon, before its growths': ([*COMPOUND, '--optimizer', 'muon', '--max_steps', 20,
+                                                 '--eval_interval', 5, '--embd_stages', '0.5,1,1'], 1),
     'bert interpolate, before both growths': (['--model', 'bert', '--method', 'interpolate', *GROWTH], 1),
     'bert midas, before its three growths': (['--model', 'bert', '--method', 'midas', *GROWTH], 1),
     'gpt raptr, inside its second stage': (['--model', 'gpt', '--method', 'raptr', *GROWTH], 6),
@@ -859,6 +931,24 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
 def test_resume_is_bit_exact(corpus, tmp_path, case):
     argv, stop_at = RESUME_CASES[case]
     assert_resumes(corpus, tmp_path, argv, stop_at)
+
+
+def test_a_wsd_scratch_run_branches_into_a_decay_of_its_own(capsys, corpus, tmp_path):
+    """--resume with a shorter --max_steps: a WSD scratch run stopped in its stable phase and resumed into the
+    decay of the shorter run is that run, bit for bit (compare's --curve builds scratch's loss against compute
+    so). Where a step taken had another rate (past the new decay's start, a cosine run, a growth method, a
+    warmup that is a share of the clock), one line."""
+    wsd = ['--decay', 'wsd', '--warmup', 2, '--eval_interval', 4, '--log_interval', 1]
+    run(corpus, tmp_path / 'short', *wsd, '--max_steps', 10)
+    run(corpus, tmp_path / 'long', *wsd, '--max_steps', 20, '--stop_at', 8)
+    grow.main(['--resume', '--out_dir', str(tmp_path / 'long'), '--max_steps', '10'])
+    for kind in ('train', 'eval'):
+        assert strip(records(tmp_path / 'long', kind)) == strip(records(tmp_path / 'short', kind)), kind
+    run(corpus, tmp_path / 'late', *wsd, '--max_steps', 20, '--stop_at', 12)
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'late'), '--max_steps', '10'], '--max_steps 10',
+          'wsd', '12 steps')
+    run(corpus, tmp_path / 'cosine', '--max_steps', 20, '--stop_at', 4)
+    fails(capsys, ['--resume', '--out_dir', str(tmp_path / 'cosine'), '--max_steps', '10'], '--max_steps')
 
 
 def test_a_checkpoint_of_an_earlier_layout_is_refused_in_one_line(capsys, corpus, tmp_path):
@@ -1059,6 +1149,41 @@ def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
                               '1e-3'])
     assert [schedule.lr_at(s, again, clock(100), s - 80 if s >= 80 else None) for s in (79, 80, 83, 84)] == \
         pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
+
+
+def test_the_bu_recipe_sets_its_flags_unless_typed(corpus, tmp_path):
+    """--recipe bu: Muon, WSD with 2% warmup and a 10% decay to 0, weight decay 0.01, no clipping, and for
+    onelayer its one growth at 0.9; a flag typed keeps its value, for every method of a comparison alike, and a
+    resumed run keeps the flags it was started with."""
+    args = flags.parse_args(['--method', 'onelayer', '--recipe', 'bu', '--max_steps', '1000', '--size', 'nano'])
+    assert (args.optimizer, args.muon_lr, args.decay, args.decay_frac, args.min_lr, args.weight_decay,
+            args.grad_clip, args.stage_at) == ('muon', 0.02, 'wsd', 0.1, 0.0, 0.01, 0.0, [0.9])
+    lrs = [schedule.lr_at(s, args, clock(1000)) for s in range(1001)]
+    assert lrs[19] == lrs[899] == args.lr > lrs[18] and lrs[1000] == 0.0  # 20 warmup steps, decay from 900
+    cfg = flags.model_config(args, data.load(corpus)[0])
+    assert [st.start for st in schedule.stages_for(args, cfg)[0]] == [0, 900]
+    scratch = flags.parse_args(['--recipe', 'bu', '--method', 'scratch', '--weight_decay', '0.1'])
+    assert (scratch.stage_at, scratch.weight_decay, scratch.optimizer) == (None, 0.1, 'muon')
+    plans = compare.show_plan(flags.parse_args(['--plan', '--compare', 'scratch,onelayer', '--recipe', 'bu',
+                                                '--data', corpus, '--out_dir', str(tmp_path / 'plan')]))
+    assert 'growth at clock 900' in '\n'.join(plans['onelayer'][0])  # what the comparison's run does
+    run(corpus, tmp_path, '--recipe', 'bu', '--weight_decay', 0.1, '--max_steps', 4, '--stop_at', 2)
+    resumed = flags.parse_args(['--resume', '--out_dir', str(tmp_path)])
+    assert (resumed.weight_decay, resumed.optimizer, resumed.warmup) == (0.1, 'muon', 0.02)
+
+
+def test_muon_on_a_torch_without_it_is_refused_in_one_line(capsys, corpus, monkeypatch):
+    """requirements.txt allows torch 2.5, and torch.optim.Muon came in 2.9: one line, exit 2."""
+    monkeypatch.delattr(torch.optim, 'Muon')
+    fails(capsys, ['--data', corpus, '--optimizer', 'muon'], '--optimizer muon', 'torch >= 2.9')
+
+
+def test_warmup_is_steps_or_a_share_of_the_clock(capsys, corpus):
+    assert schedule.lr_corners(flags.parse_args(['--warmup', '0.02']), 1440)[0] == 29  # round(28.8)
+    assert schedule.lr_corners(flags.parse_args(['--warmup', '31']), 1440)[0] == 31
+    assert schedule.lr_corners(flags.parse_args([]), 1440)[0] == 72  # 5% by default
+    for bad in ('1.5', '1000', '-0.1'):
+        fails(capsys, ['--data', corpus, '--warmup', bad], '--warmup', 'share')
 
 
 def test_rewarmup_ramps_after_each_growth():
@@ -1668,13 +1793,51 @@ def test_compare_two_methods_then_reprint(corpus, tmp_path, monkeypatch, budget)
     monkeypatch.setattr(grow, 'train', lambda *args: pytest.fail('re-printing must not train'))
     assert compare.main(['--compare', str(out)]) == rows
 
+
+def test_scratch_compute_interpolates_in_log_flops_with_its_bounds():
+    """C_scratch(L) from scratch's final losses at several budgets: exact where the loss is linear in log FLOPs
+    (a synthetic curve with a known answer), close on a power law plus a constant between its budgets, and a
+    bound outside them."""
+    line = [(c, 4.0 - 0.25 * math.log(c)) for c in (1e9, 2e9, 4e9, 8e9)]
+    for c in (1e9, 1.5e9, 3e9, 5.5e9, 8e9):
+        needed, bound = compare.scratch_compute(line, 4.0 - 0.25 * math.log(c))
+        assert needed == pytest.approx(c, rel=1e-9) and bound == ''
+    power = lambda c: 1.5 + 40 * c ** -0.15  # noqa: E731 (a Chinchilla-like L(C))
+    budgets = [(c, power(c)) for c in (1e9, 2e9, 4e9, 8e9, 16e9)]
+    for c in (1.3e9, 3e9, 11e9):
+        assert compare.scratch_compute(budgets, power(c))[0] == pytest.approx(c, rel=0.02)
+    assert compare.scratch_compute(budgets, power(0.5e9)) == (1e9, '<')  # worse than the smallest budget
+    assert compare.scratch_compute(budgets, power(64e9)) == (16e9, '>')  # better than the largest
+
+
+def test_a_comparison_with_a_curve_reports_each_methods_compute_multiplier(corpus, tmp_path, monkeypatch):
+    """--curve 0.5,2: scratch also at 10 and 40 steps (the 10-step run branched from the 40-step run's stable
+    phase), and each method's compute multiplier C_scratch(L) / C in the report and its reprint; scratch's own
+    is 1 (its run is a point of its curve)."""
+    out = tmp_path / 'cmp'
+    rows = run(corpus, out, '--compare', 'scratch,stack', '--n_layer', 4, '--max_steps', 20, '--eval_interval', 4,
+               '--decay', 'wsd', '--warmup', 2, '--curve', '0.5,2')
+    curve = out / 'curve' / 'seed1337'
+    assert [records(curve / f'steps{n}', 'eval')[-1]['step'] for n in (10, 40)] == [10, 40]
+    points = [(e['flops'], e['val_loss']) for e in (records(d, 'eval')[-1] for d in
+              (curve / 'steps10', curve / 'steps40', out / 'scratch' / 'seed1337'))]
+    assert points[1][1] < points[2][1] < points[0][1]  # more compute, lower loss
+    scratch, stack = rows
+    assert scratch['compute_multiplier'] == pytest.approx(1.0)
+    needed, bound = compare.scratch_compute(points, stack['final_val_loss'])
+    assert stack['compute_multiplier_seeds'] == [(bound, pytest.approx(needed / stack['flops_total']))]
+    assert 'compute multiplier' in (out / 'compare.md').read_text()
+    monkeypatch.setattr(grow, 'train', lambda *args: pytest.fail('re-printing must not train'))
+    assert compare.main(['--compare', str(out)]) == rows
+
 # ----------------------------------------------------------------------------- DDP and compile
 
 
-@pytest.mark.parametrize('kind', ['gpt', 'bert'])
-def test_ddp_two_ranks_stay_in_sync_through_growth(corpus, tmp_path, kind):
+@pytest.mark.parametrize('kind, optimizer', [('gpt', 'adamw'), ('bert', 'adamw'), ('gpt', 'muon')])
+def test_ddp_two_ranks_stay_in_sync_through_growth(corpus, tmp_path, kind, optimizer):
     common = TINY + ['--data', corpus, '--model', kind, '--method', 'apollo', '--n_layer', '8',
-                     '--max_steps', '16', '--eval_interval', '8', '--lr', '3e-3', '--grow', 'width']
+                     '--max_steps', '16', '--eval_interval', '8', '--lr', '3e-3', '--grow', 'width',
+                     '--optimizer', optimizer]
     argv = common + ['--batch_size', '4', '--out_dir', str(tmp_path / 'ddp')]
     torch.multiprocessing.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1))
@@ -2085,6 +2248,8 @@ def test_bad_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--method', 'nope'], '--method', 'scratch')
     fails(capsys, base + ['--model', 'roberta'], '--model', 'gpt', 'bert')
     fails(capsys, base + ['--size', 'huge'], '--size', 'tiny')
+    fails(capsys, base + ['--muon_lr', '0.02'], '--muon_lr', '--optimizer muon')
+    fails(capsys, base + ['--optimizer', 'muon', '--muon_lr', '-1'], '--muon_lr', 'positive')
     fails(capsys, base + ['--n_embd', '100', '--n_head', '3'], '--n_embd 100', '--n_head 3')
     fails(capsys, base + ['--max_steps', '0'], '--max_steps')
     fails(capsys, base + ['--batch_size', '-2'], '--batch_size')
