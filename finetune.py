@@ -240,6 +240,10 @@ class Classifier(nn.Module):
         self.head = nn.Linear(model.cfg.n_embd, n_classes)
         self.dropout = nn.Dropout(0.1)
 
+    @property
+    def cfg(self):  # (`make_optimizer` reads the model's: a CompleteP model's epsilon)
+        return self.model.cfg
+
     def forward(self, idx, lengths):
         real = torch.arange(idx.size(1), device=idx.device) < lengths[:, None]  # (padding on the right)
         bert = self.model.cfg.kind == 'bert'

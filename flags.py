@@ -9,6 +9,7 @@ import importlib.util
 import math
 import os
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -54,6 +55,10 @@ def model_flags(a):
       'default: it leaves the unigram plateau that a learned table keeps a small BERT on, see RESULTS.md)')
     a('--norm', default=None, choices=('pre', 'post'), help='LayerNorm before each sublayer (pre; GPT\'s '
       'default) or after it (post; the original BERT\'s, its default)')
+    a('--scaling', default='standard', choices=('standard', 'completep'), help='completep (Dey et al. 2025, '
+      'alpha = 1): residual branches x L / d for the depth d run (the target\'s L is the base), AdamW\'s epsilon '
+      'x L / k for k blocks, the hidden rate constant in depth; with depth growth only (muP\'s width rules are '
+      'not implemented)')
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in '
       'training (80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
 
@@ -265,7 +270,10 @@ def branches(saved, max_steps, step, path):
 # --recipe: (the flags a paper's recipe sets unless typed, those it sets for one method)
 RECIPES = {
     # zero/one-layer progressive training (Bu, ICML 2026, arXiv 2511.04981) as its summaries give it: Muon, WSD
-    # with 2% warmup and a 10% decay to 0, weight decay 0.01, no clipping, one growth at 0.9 of the run
+    # with 2% warmup and a 10% decay to 0, weight decay 0.01, no clipping, one growth at 0.9 of the run (where
+    # the decay starts). Not confirmed from the paper's text, so ours: AdamW (not normalised SGD) for the
+    # non-matrix parameters at --lr, Muon at nanochat's 0.02, and the standard scaling unless --scaling
+    # completep is typed (the paper keeps its rates across the jump by a spectral scaling of its own)
     'bu': (dict(optimizer='muon', decay='wsd', warmup=0.02, decay_frac=0.1, min_lr=0.0, weight_decay=0.01,
                 grad_clip=0.0), {'onelayer': dict(stage_at=[0.9])}),
 }
@@ -306,6 +314,12 @@ def check(args, typed):
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
     if args.compare and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         raise InputError("--compare starts its own runs (--jobs at once); run it without torchrun")
+    widens = {'width', 'embd'} & set(args.grow if args.grow is not None else METHODS[args.method].dims)
+    if args.scaling == 'completep' and (widens or METHODS[args.method].draws == 'path'):
+        raise InputError(f"--scaling completep scales branches by depth; with --method {args.method} "
+                         + (f"--grow {','.join(sorted(widens))}: muP's width rules across a widening are not "
+                            "implemented; use --grow with depth or length only" if widens else
+                            "(RaPTr's paths): its own path scaling would compound it"))
     if args.curve is not None and not (args.compare and args.decay == 'wsd'):
         raise InputError("--curve trains scratch at other budgets for a comparison's compute multiplier, its "
                          "decays branched from one WSD run: add --compare METHODS and --decay wsd")
@@ -392,6 +406,8 @@ def model_config(args, meta):
     cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
                      n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
                      bias=bool(args.bias), pos=args.pos, pre_ln=None if args.norm is None else args.norm == 'pre')
+    if args.scaling == 'completep':  # (the base depth: the target's, which then runs its branches x 1)
+        cfg = replace(cfg, base_depth=cfg.n_layer)
     for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
         if getattr(cfg, k) <= 0:
             raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")

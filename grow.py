@@ -149,7 +149,10 @@ def start(args):
     resumed_at = run.progress.step if args.resume else None
     run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
                   wandb=start_wandb(args) if args.wandb and rt.master else None)
-    describe(run)
+    with torch.device('meta'):  # what is about to train: the target's size (not allocated), --plan's lines
+        rt.say(f"target: {num_params(Transformer(cfg)) / 1e6:.2f}M parameters, T {cfg.block_size}; on {rt}")
+    for line in plan(args, cfg):
+        rt.say(line)
     run.watch, run.window = Stopwatch(rt.device), LogWindow.at(run.progress, cold=True)
     return run
 
@@ -237,15 +240,6 @@ def optimizer_of(model, args):
     per weight block."""
     return make_optimizer(model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'), args.beta2,
                           args.muon_lr if args.optimizer == 'muon' else None)
-
-
-def describe(run):
-    """What is about to train: the target's size, where, and --plan's lines (`schedule.plan`)."""
-    with torch.device('meta'):  # the target's size without allocating it
-        n_params = num_params(Transformer(run.cfg))
-    run.rt.say(f"target: {n_params / 1e6:.2f}M parameters, T {run.cfg.block_size}; on {run.rt}")
-    for line in plan(run.args, run.cfg):
-        run.rt.say(line)
 
 
 def evaluate_and_save(run):

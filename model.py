@@ -37,6 +37,7 @@ class Config:
     n_blocks: int = None      # k: weight blocks owned now (None means n_layer; 0: embeddings and head only)
     pos: str = 'learned'      # positions: 'learned' (an absolute table, wpe) or 'rope' (rotary, on q and k)
     pre_ln: bool = None       # LayerNorm before each sublayer (pre-LN) or after it; None: GPT pre, BERT post
+    base_depth: int = None    # CompleteP (Dey et al. 2025, alpha = 1): branches x base_depth / depth run; None: SP
 
     def __post_init__(self):
         self.n_blocks = self.n_layer if self.n_blocks is None else self.n_blocks
@@ -198,9 +199,9 @@ class Transformer(nn.Module):
             self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.apply(self._init_weights)
         # residual output projections get std 0.02/sqrt(2L) (GPT-2), so the stream's variance does not grow
-        # with L. BERT too, unlike the original BERT (N(0, 0.02) everywhere): one initialisation for both kinds
+        # with L. BERT too, unlike the original BERT (N(0, 0.02) everywhere); CompleteP's 1/L multiplier does it
         for name, p in self.named_parameters():
-            if name.endswith('c_proj.weight'):
+            if name.endswith('c_proj.weight') and not cfg.base_depth:
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
@@ -244,10 +245,12 @@ class Transformer(nn.Module):
         return self.ln_f(x) if self.cfg.kind == 'gpt' else self.ln_out(x) if self.cfg.pre_ln else x
 
     def layers(self, depth, layer_map):
-        """(block, residual scale) of each executed layer: `map_layers`, and RaPTr's `path_scales` for a path."""
+        """(block, residual scale) of each executed layer: `map_layers`, RaPTr's `path_scales` for a path, and
+        CompleteP's base_depth / depth (its Eq. 1 with alpha = 1: the multiplier follows the depth run)."""
         blocks = map_layers(len(self.blocks), depth or len(self.blocks), layer_map)
         scales = [1.0] * len(blocks) if isinstance(layer_map, str) else path_scales(blocks, self.cfg.n_layer)
-        return list(zip(blocks, scales))
+        k = self.cfg.base_depth / max(1, len(blocks)) if self.cfg.base_depth else 1.0
+        return [(b, s * k) for b, s in zip(blocks, scales)]
 
     def mlm_head(self, x):
         """BERT's masked-LM head: dense, GELU, LayerNorm, the tied decoder and a bias."""
@@ -465,7 +468,10 @@ def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95, muon_lr
                         weight_decay=weight_decay, **tag),
                    dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
         muon += [dict(params=[p for p in params if id(p) in hidden], rate=(muon_lr or 0) / lr, **tag)]
-    adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=True)
+    # (CompleteP: epsilon x base_depth / L, L the blocks of this stage: an optimizer is built at each growth)
+    cfg = model.cfg
+    eps = 1e-8 * cfg.base_depth / max(1, cfg.n_blocks) if cfg.base_depth else 1e-8
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=eps, fused=True)
     return Optimizers(adamw, torch.optim.Muon([g for g in muon if g['params']], lr=muon_lr,
                                               weight_decay=weight_decay)) if muon_lr else adamw
 
@@ -475,8 +481,8 @@ class Optimizers:
     the rest (embeddings, head, norms, biases), as nanochat splits them, stepped as one. Muon has no on-device
     skip like AdamW's `found_inf`, so its step reads the flag: one wait for the device per step."""
     def __init__(self, adamw, muon):
-        self.parts, self.found_inf, self.param_groups = (adamw, muon), None, adamw.param_groups + \
-            muon.param_groups
+        self.parts, self.found_inf = (adamw, muon), None
+        self.param_groups = adamw.param_groups + muon.param_groups
 
     def step(self):
         self.parts[0].found_inf = self.found_inf  # (the fused AdamW skips on the device)

@@ -452,8 +452,8 @@ def plan(args, cfg):
     spent = [(st.end - st.start) * (budget.scratch_step if budget.by_flops else f)
              for st, f in zip(stages, budget.step_flops)]
     lines = [f"{args.method} ({METHODS[args.method].paper}): {cfg.kind} {args.size}, {cfg.n_layer} layers of "
-             f"n_embd {cfg.n_embd}, {args.batch_size * args.grad_accum * cfg.block_size:,} tokens a step, " +
-             clock_words(args, budget)]
+             f"n_embd {cfg.n_embd}{' (CompleteP)' * (args.scaling == 'completep')}, "
+             f"{args.batch_size * args.grad_accum * cfg.block_size:,} tokens a step, " + clock_words(args, budget)]
     for i, (st, flops) in enumerate(zip(stages, spent)):
         if i:
             lr = lr_at(st.start, args, budget, since_growth=0)

@@ -881,6 +881,52 @@ def test_muon_counts_its_newton_schulz_flops(corpus, tmp_path):
     assert 3 * schedule.step_flops(args, cfg, None) == muon['flops']
 
 
+def residual_rms(model, x):
+    """The residual stream's root-mean-square after the executed layers (before the final LayerNorm)."""
+    h = model.embed(x)
+    for i, scale in model.layers(None, 'interpolate'):
+        h = model.blocks[i](h, scale=scale)
+    return h.pow(2).mean().sqrt().item()
+
+
+def test_completep_keeps_the_residual_stream_in_scale_as_depth_doubles_and_across_a_growth():
+    """The coordinate check (Dey et al. 2025): under CompleteP (branches x base / depth) the residual stream's
+    RMS at init and after 10 steps at one rate stays within a factor 2 as depth doubles 4 -> 32, where the
+    standard parameterisation's grows tenfold; a growth that doubles the depth keeps it within that factor."""
+    x = torch.randint(0, 256, (8, 64))
+    spread = {}
+    for base in (None, 4):
+        at_init, trained = [], []
+        for L in (4, 8, 16, 32):
+            torch.manual_seed(0)
+            model = Transformer(Config(n_layer=L, n_embd=64, n_head=4, d_ff=256, block_size=64, base_depth=base))
+            at_init.append(residual_rms(model, x))
+            opt = make_optimizer(model, 1e-2, 0.0)
+            for _ in range(10):
+                model(x, x)[1].backward()
+                opt.step()
+                opt.zero_grad()
+            trained.append(residual_rms(model, x))
+        spread[base] = max(at_init) / min(at_init), max(trained) / min(trained)
+    assert max(spread[4]) < 2 and spread[None][1] > 10, spread
+    torch.manual_seed(0)
+    shallow = Transformer(Config(n_layer=8, n_blocks=4, n_embd=64, n_head=4, d_ff=256, block_size=64,
+                                 base_depth=8))
+    opt = make_optimizer(shallow, 1e-2, 0.0)
+    for _ in range(10):
+        shallow(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    deep, _ = deepen(shallow, 8, 'stack')
+    assert 0.5 < residual_rms(deep, x) / residual_rms(shallow, x) < 2
+
+
+def test_completep_is_refused_where_it_is_not_defined(capsys, corpus):
+    fails(capsys, ['--data', corpus, '--scaling', 'completep', '--method', 'compound'], '--scaling completep',
+          'width')
+    fails(capsys, ['--data', corpus, '--scaling', 'completep', '--method', 'raptr'], '--scaling completep', 'path')
+
+
 # ----------------------------------------------------------------------------- training and checkpoints
 
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
@@ -906,6 +952,8 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'gpt stack, before both growths': (['--model', 'gpt', '--method', 'stack', *GROWTH], 1),
     'gpt compound by muon, before its growths': ([*COMPOUND, '--optimizer', 'muon', '--max_steps', 20,
                                                  '--eval_interval', 5, '--embd_stages', '0.5,1,1'], 1),
+    'gpt apollo under completep, inside stage 3': ([*APOLLO, '--scaling', 'completep', '--max_steps', 24,
+                                                   '--eval_interval', 6], 7),
     'bert interpolate, before both growths': (['--model', 'bert', '--method', 'interpolate', *GROWTH], 1),
     'bert midas, before its three growths': (['--model', 'bert', '--method', 'midas', *GROWTH], 1),
     'gpt raptr, inside its second stage': (['--model', 'gpt', '--method', 'raptr', *GROWTH], 6),
@@ -1863,6 +1911,20 @@ def test_ddp_ranks_run_the_same_raptr_paths(corpus, tmp_path):
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1))
     assert r0['paths'] == r1['paths'] and len({tuple(p) for p in r0['paths']}) > 3
     assert all(torch.equal(r0['state'][k], r1['state'][k]) for k in r0['state'])
+
+
+def test_ddp_ranks_agree_under_completep_and_muon(corpus, tmp_path):
+    """--scaling completep with --optimizer muon through Apollo's growths: the ranks keep identical weights
+    (the residual multiplier follows each step's drawn depth alike on every rank) and match one process."""
+    common = TINY + ['--data', corpus, '--method', 'apollo', '--n_layer', '8', '--max_steps', '24',
+                     '--eval_interval', '24', '--scaling', 'completep', '--optimizer', 'muon']
+    argv = common + ['--batch_size', '4', '--out_dir', str(tmp_path / 'ddp')]
+    torch.multiprocessing.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1))
+    assert all(torch.equal(r0['state'][k], r1['state'][k]) for k in r0['state'])
+    assert len(records(tmp_path / 'ddp', 'growth')) == 3
+    single = grow.main(common + ['--batch_size', '8', '--out_dir', str(tmp_path / 'single')])
+    assert abs(single['val_loss'] - r0['val']) < 0.05 * single['val_loss'], (single['val_loss'], r0['val'])
 
 
 def test_ddp_ranks_stop_at_the_same_step(corpus, tmp_path):
