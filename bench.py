@@ -134,23 +134,26 @@ def figures(steps, seconds, flops, seen):
 
 def gpu_checks(out, gpus):
     """The GPU check: every CUDA path no GPU has run yet, as (name, command, seconds allowed: 15 minutes in
-    all), each run in order in a process of its own (the sixth resumes the fifth's checkpoint); 2-process
+    all), each run in order in a process of its own (the seventh resumes the sixth's checkpoint); 2-process
     NCCL DDP where 2 GPUs exist."""
     grow_py = [sys.executable, 'grow.py', '--size', 'tiny', '--max_steps', '40', '--eval_interval', '20',
                '--sample_tokens', '0']
-    checks = [
+    checks = [  # (the H200 ran each in a fifth to a third of its time: RESULTS "The first GPU")
         ('the CUDA tests', [sys.executable, '-m', 'pytest', '-q', 'test_grow.py', '-k', 'cuda'], 150),
         ('GPT, bfloat16, compiled, through growth', grow_py + ['--method', 'stack', '--dtype', 'bfloat16',
-                                                              '--compile', '--out_dir', f'{out}/gpt'], 120),
+                                                              '--compile', '--out_dir', f'{out}/gpt'], 100),
         ('BERT, bfloat16, compiled, through growth', grow_py + ['--model', 'bert', '--method', 'compound',
                                                                '--dtype', 'bfloat16', '--compile',
-                                                               '--out_dir', f'{out}/bert'], 120),
+                                                               '--out_dir', f'{out}/bert'], 100),
+        ('Muon and CompleteP, bfloat16, compiled, through growth', grow_py + [
+            '--method', 'apollo', '--optimizer', 'muon', '--scaling', 'completep', '--dtype', 'bfloat16',
+            '--compile', '--out_dir', f'{out}/muon'], 100),
         ('float16 with the GradScaler', grow_py + ['--method', 'apollo', '--dtype', 'float16', '--out_dir',
-                                                   f'{out}/fp16'], 90),
+                                                   f'{out}/fp16'], 60),
         ('a CPU checkpoint, before its growth', grow_py + ['--method', 'stack', '--device', 'cpu', '--stop_at',
-                                                           '4', '--out_dir', f'{out}/moved'], 60),
+                                                           '4', '--out_dir', f'{out}/moved'], 45),
         ('... resumed on CUDA and grown', [sys.executable, 'grow.py', '--resume', '--out_dir', f'{out}/moved',
-                                           '--device', 'cuda'], 90),
+                                           '--device', 'cuda'], 60),
         ("bench.py's GPU row", [sys.executable, 'bench.py', '--size', 'small', '--vocab_size', '50304',
                                 '--compile', '--batch_size', '16'], 150)]
     ddp = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *grow_py[1:],

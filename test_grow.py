@@ -2093,8 +2093,11 @@ def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path):
-    argv = ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4, '--log_interval', 2]
+@pytest.mark.parametrize('extra', [[], ['--optimizer', 'muon', '--scaling', 'completep', '--method', 'stack',
+                                        '--n_layer', 4]])
+def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path, extra):
+    argv = ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4, '--log_interval', 2,
+            *extra]
     assert_resumes(corpus, tmp_path, argv, 3)
 
 
@@ -2391,10 +2394,11 @@ def test_every_run_draws_its_picture(corpus, tmp_path, capsys):
 def test_the_gpu_check_lists_every_cuda_path_and_says_when_there_is_no_gpu(monkeypatch, capsys):
     names = [name for name, _, _ in bench.gpu_checks('out', gpus=2)]
     assert names == ['the CUDA tests', 'GPT, bfloat16, compiled, through growth',
-                     'BERT, bfloat16, compiled, through growth', 'float16 with the GradScaler',
+                     'BERT, bfloat16, compiled, through growth',
+                     'Muon and CompleteP, bfloat16, compiled, through growth', 'float16 with the GradScaler',
                      'a CPU checkpoint, before its growth', '... resumed on CUDA and grown', "bench.py's GPU row",
                      '2-process NCCL DDP']
-    assert len(bench.gpu_checks('out', gpus=1)) == 7 and sum(s for _, _, s in bench.gpu_checks('out', 2)) <= 900
+    assert len(bench.gpu_checks('out', gpus=1)) == 8 and sum(s for _, _, s in bench.gpu_checks('out', 2)) <= 900
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert bench.main(['--check']) == []
     assert capsys.readouterr().out.strip().splitlines() == [
