@@ -203,10 +203,11 @@ def summarize(method, rows):
     for q in QUARTERS:
         values = [r[f'loss_at_{q}pct'] for r in rows]
         out[f'loss_at_{q}pct'] = mean_sd(values)[0] if None not in values else None
-    if 'compute_multiplier' in rows[0]:  # (--curve) a mean and its 95% interval where every seed's is exact
-        out['compute_multiplier_seeds'] = [(r['multiplier_bound'], r['compute_multiplier']) for r in rows]
-        exact = all(not r['multiplier_bound'] for r in rows)
-        mean, sd = mean_sd([r['compute_multiplier'] for r in rows])
+    if any('compute_multiplier' in r for r in rows):  # (--curve) a mean and its interval where all are exact
+        out['compute_multiplier_seeds'] = [(r.get('multiplier_bound'), r.get('compute_multiplier'))
+                                           for r in rows]
+        exact = all(r.get('multiplier_bound') == '' for r in rows)
+        mean, sd = mean_sd([r.get('compute_multiplier') for r in rows])
         out['compute_multiplier'] = mean if exact else None
         out['compute_multiplier_ci95'] = t95(n - 1) * sd / math.sqrt(n) if exact and sd is not None else None
     return out
@@ -283,10 +284,11 @@ def saved(r, key):
 
 def multiplier(r):
     """The compute multiplier's cell: mean +- 95% half-width where every seed's is exact, else each seed's,
-    '>' a lower bound (below the longest scratch's loss), '<' an upper bound."""
+    '>' a lower bound (below the longest scratch's loss), '<' an upper bound, '-' a seed without a curve."""
     if r['compute_multiplier'] is not None:
         return pm(r['compute_multiplier'], r['compute_multiplier_ci95'], '.2f') + 'x'
-    return ' / '.join(f"{bound}{value:.2f}x" for bound, value in r['compute_multiplier_seeds'])
+    return ' / '.join('-' if value is None else f"{bound}{value:.2f}x" for bound, value in
+                      r['compute_multiplier_seeds'])
 
 
 def pm(value, sd, spec):

@@ -235,7 +235,7 @@ def parse_args(argv=None):
 
 def resumed(args, typed, ckpt, path):
     """The flags of a resumed run: the checkpoint's flags, and the RESUMABLE ones typed now; typing any other
-    flag with another value is refused (a resumed run is the same run), except a `branch`'s --max_steps."""
+    flag with another value is refused (a resumed run is the same run), except --max_steps where it `branches`."""
     saved = ckpt['args']
     if 'max_steps' in typed and args.max_steps != saved['max_steps'] and branches(saved, args.max_steps,
                                                                                   ckpt['run']['step'], path):
@@ -297,7 +297,7 @@ def check(args, typed):
         for k, v in recipe(args, args.method).items():
             setattr(args, k, getattr(args, k) if k in typed else v)
     if args.optimizer == 'muon':
-        args.muon_lr = args.muon_lr or 0.02
+        args.muon_lr = 0.02 if args.muon_lr is None else args.muon_lr
     elif args.muon_lr is not None:
         raise InputError("--muon_lr is the rate of --optimizer muon: add --optimizer muon, or drop --muon_lr")
     check_numbers(args)

@@ -2314,7 +2314,7 @@ def test_bad_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--model', 'roberta'], '--model', 'gpt', 'bert')
     fails(capsys, base + ['--size', 'huge'], '--size', 'tiny')
     fails(capsys, base + ['--muon_lr', '0.02'], '--muon_lr', '--optimizer muon')
-    fails(capsys, base + ['--optimizer', 'muon', '--muon_lr', '-1'], '--muon_lr', 'positive')
+    fails(capsys, base + ['--optimizer', 'muon', '--muon_lr', '0'], '--muon_lr', 'positive')
     fails(capsys, base + ['--n_embd', '100', '--n_head', '3'], '--n_embd 100', '--n_head 3')
     fails(capsys, base + ['--max_steps', '0'], '--max_steps')
     fails(capsys, base + ['--batch_size', '-2'], '--batch_size')
