@@ -237,10 +237,9 @@ def resumed(args, typed, ckpt, path):
     """The flags of a resumed run: the checkpoint's flags, and the RESUMABLE ones typed now; typing any other
     flag with another value is refused (a resumed run is the same run), except --max_steps where it `branches`."""
     saved = ckpt['args']
-    if 'max_steps' in typed and args.max_steps != saved['max_steps'] and branches(saved, args.max_steps,
-                                                                                  ckpt['run']['step'], path):
-        typed = typed - {'max_steps'}
-        saved = dict(saved, max_steps=args.max_steps)
+    if 'max_steps' in typed and args.max_steps != saved['max_steps']:
+        branches(saved, args.max_steps, ckpt['run']['step'], path)  # (refused in one line unless it is one)
+        typed, saved = typed - {'max_steps'}, dict(saved, max_steps=args.max_steps)
     for k in typed:
         if k not in RESUMABLE and saved.get(k) != getattr(args, k):
             raise InputError(f"--{k} {getattr(args, k)} differs from the checkpoint's {saved.get(k)} "
@@ -256,7 +255,7 @@ def resumed(args, typed, ckpt, path):
 def branches(saved, max_steps, step, path):
     """--resume with another --max_steps: a WSD scratch run branched into a decay of its own (compare's
     --curve: scratch's loss at several budgets from one stable run). Allowed where every step taken had the
-    rate it has under the new length, so that the run is exactly the one started with it; else refused."""
+    rate it has under the new length, so that the run is exactly the one started with it; else InputError."""
     old, new = argparse.Namespace(**saved), argparse.Namespace(**dict(saved, max_steps=max_steps))
     clock = lambda n: Budget(n, False, 1.0, [0], [1.0])  # noqa: E731 (scratch's clock: its steps)
     if saved['method'] != BASELINE or saved['decay'] != 'wsd' or not 0 < max_steps or any(
@@ -264,7 +263,6 @@ def branches(saved, max_steps, step, path):
         raise InputError(f"--max_steps {max_steps} differs from the checkpoint's {saved['max_steps']} ({path}): "
                          f"a resumed run changes its length only as a --decay wsd scratch run whose {step} steps "
                          f"all had the new length's rates (its stable phase, the warmup in steps)")
-    return True
 
 
 # --recipe: (the flags a paper's recipe sets unless typed, those it sets for one method)
