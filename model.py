@@ -482,7 +482,10 @@ class Optimizers:
     skip like AdamW's `found_inf`, so its step reads the flag: one wait for the device per step."""
     def __init__(self, adamw, muon):
         self.parts, self.found_inf = (adamw, muon), None
-        self.param_groups = adamw.param_groups + muon.param_groups
+
+    @property
+    def param_groups(self):  # (read each time: loading a state replaces each part's list of groups)
+        return self.parts[0].param_groups + self.parts[1].param_groups
 
     def step(self):
         self.parts[0].found_inf = self.found_inf  # (the fused AdamW skips on the device)

@@ -350,7 +350,7 @@ class Log:
             # a kill during a write can leave a partial last line: it is after the checkpoint, so dropped
             # anyway
             records = [r for r in map(json.loads, lines[:-1]) if r['step'] < resume_step or
-                       (r['step'] == resume_step and r['type'] == 'train')]
+                       (r['step'] == resume_step and r['type'] in ('train', 'skip'))]
         with open(path + '.tmp', 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in records)
         os.replace(path + '.tmp', path)

@@ -86,7 +86,7 @@ def assert_resumes(corpus, tmp_path, argv, stop_at):
     run(corpus, tmp_path / 'half', *argv, '--stop_at', stop_at)
     assert torch.load(tmp_path / 'half' / 'ckpt.pt', weights_only=False)['run']['step'] == stop_at
     grow.main(['--resume', '--out_dir', str(tmp_path / 'half')])
-    for kind in ('train', 'growth', 'stage', 'eval'):
+    for kind in ('train', 'skip', 'growth', 'stage', 'eval'):
         assert strip(records(tmp_path / 'half', kind)) == strip(records(tmp_path / 'full', kind)), kind
     assert records(tmp_path / 'full', 'train')  # (not two empty logs)
 
@@ -954,6 +954,7 @@ GROWTH = ['--n_layer', 4, '--max_steps', 16, '--log_interval', 1, '--eval_interv
 RESUME_CASES = {  # flags, and the step after which the run is stopped
     'gpt scratch': (['--model', 'gpt', '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1], 8),
     'bert scratch': (['--model', 'bert', '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1], 8),
+    'gpt scratch by muon': (['--optimizer', 'muon', '--max_steps', 16, '--eval_interval', 8, '--log_interval', 1], 8),
     'gpt stack, before both growths': (['--model', 'gpt', '--method', 'stack', *GROWTH], 1),
     'gpt compound by muon, before its growths': ([*COMPOUND, '--optimizer', 'muon', '--max_steps', 20,
                                                  '--eval_interval', 5, '--embd_stages', '0.5,1,1'], 1),
@@ -2155,15 +2156,16 @@ def test_the_default_run_is_nano_on_a_cpu_at_its_fitted_rate(monkeypatch, capsys
     assert (flags.parse_args([]).size, flags.parse_args([]).lr) == ('small', 1e-3)
 
 
-def test_float16_overflows_are_skipped_steps_and_the_run_resumes_exactly(corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_float16_overflows_are_skipped_steps_and_the_run_resumes_exactly(corpus, tmp_path, monkeypatch, optimizer):
     """float16 (autocast on CPU here): a loss scale too large overflows; each overflow is a skipped step of
     the one non-finite mechanism (a `skip` record), the scaler backs off until steps apply, and its state is
-    checkpointed so that a resumed run continues exactly."""
+    checkpointed so that a resumed run continues exactly; with Muon too (the scaler unscales both parts)."""
     scaler = runtime.Runtime.scaler
     monkeypatch.setattr(runtime.Runtime, 'scaler', lambda rt: scaler(rt) if rt.dtype != 'float16' else
                         torch.amp.GradScaler(rt.device, init_scale=2.0 ** 24))
     argv = ['--dtype', 'float16', '--max_steps', 12, '--eval_interval', 4, '--log_interval', 2,
-            '--max_skips', 30]
+            '--max_skips', 30, '--optimizer', optimizer]
     assert_resumes(corpus, tmp_path, argv, 6)
     skips = records(tmp_path / 'full', 'skip')
     # the first steps, in a row
