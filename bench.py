@@ -59,7 +59,7 @@ def grow_flags(a, out_dir):
     argv = ['--model', a.model, '--size', a.size, '--batch_size', a.batch_size, '--max_steps', steps + 1,
             '--log_interval', a.steps, '--eval_interval', steps + 1, '--eval_batches', 1,
             '--sample_tokens', 0, '--device', a.device, '--data', a.data, '--out_dir', out_dir,
-            '--method', 'scratch']
+            '--optimizer', 'adamw', '--method', 'scratch']  # (adamw: the plain loop's optimizer)
     # Apollo's first stage at its own depth (the plain loop runs k layers); it grows after the last window
     if a.blocks:
         argv[-1:] = ['apollo', '--stages', f"{a.blocks},{SIZES[a.size]['n_layer']}", '--stage_at',

@@ -43,11 +43,9 @@ from schedule import depth_probabilities, draw_depth, random_path
 
 # optional: the plots are checked where it is
 HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
-# torch.optim.Muon came in torch 2.9; requirements.txt allows 2.5 (CI runs 2.13.0)
-needs_muon = pytest.mark.skipif(not hasattr(torch.optim, 'Muon'), reason='--optimizer muon needs torch >= 2.9')
 TINY = ['--n_layer', '2', '--n_embd', '32', '--n_head', '2', '--block_size', '32', '--batch_size', '8',
         '--eval_batches', '2', '--sample_tokens', '0', '--size', 'tiny', '--device', 'cpu',
-        '--method', 'scratch']
+        '--method', 'scratch', '--optimizer', 'adamw']
 
 
 @pytest.fixture(scope='session')
@@ -828,7 +826,6 @@ def muon_trained(kind, steps=3):
 
 
 @pytest.mark.parametrize('kind', ['gpt', 'bert'])
-@needs_muon
 def test_muon_steps_the_blocks_matrices_and_its_momentum_follows_a_growth(kind):
     """--optimizer muon: Muon holds exactly the blocks' 2-D matrices, AdamW the rest; a growth (deeper by
     interpolation, then wider) keeps a Muon-trained model's function where the operator does (the widening)
@@ -839,7 +836,7 @@ def test_muon_steps_the_blocks_matrices_and_its_momentum_follows_a_growth(kind):
     assert set(muon.state) == matrices and not matrices & set(adamw.state) and len(adamw.state) > 0
     wide, tiles = widen(model.eval(), 64, 256, noise=0.0)
     torch.testing.assert_close(outputs(wide, x), outputs(model, x), rtol=1e-5, atol=1e-5)
-    args = flags.parse_args(['--optimizer', 'muon', '--lr', '1e-3'])
+    args = flags.parse_args(['--optimizer', 'muon', '--lr', '1e-3', '--size', 'tiny'])
     stage = schedule.Stage(0, 1, n_blocks=6, n_embd=64, n_head=4, d_ff=256, seq=16, batch=8)
     grown, new_opt, src = grow.grow_to(stage, model, opt, 'interpolate', args)
     assert src == [0, 0, 1, 1, 2, 2] and isinstance(new_opt, model_lib.Optimizers)
@@ -853,7 +850,6 @@ def test_muon_steps_the_blocks_matrices_and_its_momentum_follows_a_growth(kind):
     assert {g['rate'] for g in new_opt.parts[1].param_groups} == {20.0}  # 0.02 over --lr 1e-3
 
 
-@needs_muon
 def test_a_skipped_step_leaves_muon_and_adamw_untouched():
     """Muon has no on-device skip: the pair reads the loop's flag, and a step flagged not finite changes no
     weight and no moment of either optimizer; an unflagged one changes both."""
@@ -871,7 +867,6 @@ def test_a_skipped_step_leaves_muon_and_adamw_untouched():
     assert 'blocks.0.attn.c_attn.weight' in changed and 'wte.weight' in changed
 
 
-@needs_muon
 def test_muon_counts_its_newton_schulz_flops(corpus, tmp_path):
     """Newton-Schulz is not free: a Muon step costs 5 iterations on every stored matrix beyond the model's
     6N FLOPs, in the run's count and in the plan's; AdamW's elementwise update is not counted."""
@@ -984,17 +979,16 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
 @pytest.mark.parametrize('case', RESUME_CASES)
 def test_resume_is_bit_exact(corpus, tmp_path, case):
     argv, stop_at = RESUME_CASES[case]
-    if 'muon' in argv and not hasattr(torch.optim, 'Muon'):
-        pytest.skip('--optimizer muon needs torch >= 2.9')
     assert_resumes(corpus, tmp_path, argv, stop_at)
 
 
-def test_a_wsd_scratch_run_branches_into_a_decay_of_its_own(capsys, corpus, tmp_path):
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_a_wsd_scratch_run_branches_into_a_decay_of_its_own(capsys, corpus, tmp_path, optimizer):
     """--resume with a shorter --max_steps: a WSD scratch run stopped in its stable phase and resumed into the
     decay of the shorter run is that run, bit for bit (compare's --curve builds scratch's loss against compute
-    so). Where a step taken had another rate (past the new decay's start, a cosine run, a growth method, a
-    warmup that is a share of the clock), one line."""
-    wsd = ['--decay', 'wsd', '--warmup', 2, '--eval_interval', 4, '--log_interval', 1]
+    so), under either optimizer. Where a step taken had another rate (past the new decay's start, a cosine
+    run, a growth method, a warmup that is a share of the clock), one line."""
+    wsd = ['--decay', 'wsd', '--warmup', 2, '--eval_interval', 4, '--log_interval', 1, '--optimizer', optimizer]
     run(corpus, tmp_path / 'short', *wsd, '--max_steps', 10)
     run(corpus, tmp_path / 'long', *wsd, '--max_steps', 20, '--stop_at', 8)
     grow.main(['--resume', '--out_dir', str(tmp_path / 'long'), '--max_steps', '10'])
@@ -1207,14 +1201,13 @@ def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_decay_frac():
         pytest.approx([1e-3, 2.5e-4, 1e-3 - 0.15 * 9e-4, 1e-3 - 0.2 * 9e-4])
 
 
-@needs_muon
 def test_the_bu_recipe_sets_its_flags_unless_typed(corpus, tmp_path):
     """--recipe bu: Muon, WSD with 2% warmup and a 10% decay to 0, weight decay 0.01, no clipping, and for
     onelayer its one growth at 0.9; a flag typed keeps its value, for every method of a comparison alike, and a
     resumed run keeps the flags it was started with."""
     args = flags.parse_args(['--method', 'onelayer', '--recipe', 'bu', '--max_steps', '1000', '--size', 'nano'])
     assert (args.optimizer, args.muon_lr, args.decay, args.decay_frac, args.min_lr, args.weight_decay,
-            args.grad_clip, args.stage_at) == ('muon', 0.02, 'wsd', 0.1, 0.0, 0.01, 0.0, [0.9])
+            args.grad_clip, args.stage_at) == ('muon', 0.04, 'wsd', 0.1, 0.0, 0.01, 0.0, [0.9])
     lrs = [schedule.lr_at(s, args, clock(1000)) for s in range(1001)]
     assert lrs[19] == lrs[899] == args.lr > lrs[18] and lrs[1000] == 0.0  # 20 warmup steps, decay from 900
     cfg = flags.model_config(args, data.load(corpus)[0])
@@ -1225,14 +1218,18 @@ def test_the_bu_recipe_sets_its_flags_unless_typed(corpus, tmp_path):
                                                 '--data', corpus, '--out_dir', str(tmp_path / 'plan')]))
     assert 'growth at clock 900' in '\n'.join(plans['onelayer'][0])  # what the comparison's run does
     run(corpus, tmp_path, '--recipe', 'bu', '--weight_decay', 0.1, '--max_steps', 4, '--stop_at', 2)
-    resumed = flags.parse_args(['--resume', '--out_dir', str(tmp_path)])
-    assert (resumed.weight_decay, resumed.optimizer, resumed.warmup) == (0.1, 'muon', 0.02)
+    resumed = flags.parse_args(['--resume', '--out_dir', str(tmp_path)])  # (TINY types --optimizer adamw)
+    assert (resumed.weight_decay, resumed.optimizer, resumed.warmup) == (0.1, 'adamw', 0.02)
 
 
-def test_muon_on_a_torch_without_it_is_refused_in_one_line(capsys, corpus, monkeypatch):
-    """requirements.txt allows torch 2.5, and torch.optim.Muon came in 2.9: one line, exit 2."""
-    monkeypatch.delattr(torch.optim, 'Muon', raising=False)
-    fails(capsys, ['--data', corpus, '--optimizer', 'muon'], '--optimizer muon', 'torch >= 2.9')
+def test_gpt_trains_with_muon_and_bert_with_adamw_by_default():
+    """The default optimizer: Muon for GPT's matrices at 0.02 (nanochat's; nano's fitted 0.04), AdamW for BERT;
+    a typed one wins."""
+    gpt, bert = flags.parse_args(['--size', 'tiny']), flags.parse_args(['--model', 'bert'])
+    assert (gpt.optimizer, gpt.muon_lr, bert.optimizer, bert.muon_lr) == ('muon', 0.02, 'adamw', None)
+    assert flags.parse_args(['--size', 'nano']).muon_lr == 0.04
+    assert flags.parse_args(['--optimizer', 'adamw']).optimizer == 'adamw'
+    assert flags.parse_args(['--model', 'bert', '--optimizer', 'muon']).optimizer == 'muon'
 
 
 def test_warmup_is_steps_or_a_share_of_the_clock(capsys, corpus):
@@ -1891,7 +1888,7 @@ def test_a_comparison_with_a_curve_reports_each_methods_compute_multiplier(corpu
 
 
 @pytest.mark.parametrize('kind, optimizer', [('gpt', 'adamw'), ('bert', 'adamw'),
-                                             pytest.param('gpt', 'muon', marks=needs_muon)])
+                                             ('gpt', 'muon')])
 def test_ddp_two_ranks_stay_in_sync_through_growth(corpus, tmp_path, kind, optimizer):
     common = TINY + ['--data', corpus, '--model', kind, '--method', 'apollo', '--n_layer', '8',
                      '--max_steps', '16', '--eval_interval', '8', '--lr', '3e-3', '--grow', 'width',
@@ -1923,7 +1920,6 @@ def test_ddp_ranks_run_the_same_raptr_paths(corpus, tmp_path):
     assert all(torch.equal(r0['state'][k], r1['state'][k]) for k in r0['state'])
 
 
-@needs_muon
 def test_ddp_ranks_agree_under_completep_and_muon(corpus, tmp_path):
     """--scaling completep with --optimizer muon through Apollo's growths: the ranks keep identical weights
     (the residual multiplier follows each step's drawn depth alike on every rank) and match one process."""
@@ -2104,8 +2100,8 @@ def test_the_cuda_random_state_is_saved_and_restored(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('extra', [[], pytest.param(['--optimizer', 'muon', '--scaling', 'completep', '--method',
-                                                     'stack', '--n_layer', 4], marks=needs_muon)])
+@pytest.mark.parametrize('extra', [[], ['--optimizer', 'muon', '--scaling', 'completep', '--method', 'stack',
+                                           '--n_layer', 4]])
 def test_a_cuda_run_with_dropout_resumes_exactly(corpus, tmp_path, extra):
     argv = ['--device', 'cuda', '--dropout', 0.1, '--max_steps', 8, '--eval_interval', 4, '--log_interval', 2,
             *extra]
@@ -2325,7 +2321,7 @@ def test_bad_flags(capsys, corpus, tmp_path):
     fails(capsys, base + ['--method', 'nope'], '--method', 'scratch')
     fails(capsys, base + ['--model', 'roberta'], '--model', 'gpt', 'bert')
     fails(capsys, base + ['--size', 'huge'], '--size', 'tiny')
-    fails(capsys, base + ['--muon_lr', '0.02'], '--muon_lr', '--optimizer muon')
+    fails(capsys, base + ['--optimizer', 'adamw', '--muon_lr', '0.02'], '--muon_lr', '--optimizer muon')
     fails(capsys, base + ['--optimizer', 'muon', '--muon_lr', '0'], '--muon_lr', 'positive')
     fails(capsys, base + ['--n_embd', '100', '--n_head', '3'], '--n_embd 100', '--n_head 3')
     fails(capsys, base + ['--max_steps', '0'], '--max_steps')
