@@ -658,7 +658,7 @@ def test_fresh_growth_preserves_the_function_of_pre_ln_models(kind, options, k_o
         assert blocks_equal(new.blocks[0], old.blocks[0])
     with pytest.raises(ValueError, match='fresh'):  # nothing to copy
         deepen(Transformer(small(kind, n_layer=4, n_blocks=0)), 4, 'stack')
-    args = flags.parse_args(['--lr', '1e-3'])
+    args = flags.parse_args(['--lr', '1e-3', '--optimizer', 'adamw'])
     opt = make_optimizer(old.train(), args.lr, args.weight_decay)
     old(x, x)[1].backward()
     opt.step()
@@ -736,7 +736,7 @@ def test_symmetry_breaking_lets_copies_drift_apart(kind):
 @pytest.mark.parametrize('opt_state', ['copy', 'reset', 'slots'])
 def test_optimizer_moments_follow_the_map(opt_state):
     torch.manual_seed(0)
-    args = flags.parse_args(['--opt_state', opt_state, '--lr', '1e-3'])
+    args = flags.parse_args(['--opt_state', opt_state, '--lr', '1e-3', '--optimizer', 'adamw'])
     model = Transformer(small('gpt', n_layer=6, n_blocks=3))
     opt = make_optimizer(model, args.lr, args.weight_decay)
     x = torch.randint(0, 256, (2, 16))
@@ -765,7 +765,7 @@ def test_optimizer_moments_follow_the_map(opt_state):
 
 def test_width_moments_follow_the_tiling():
     torch.manual_seed(0)
-    args = flags.parse_args(['--lr', '1e-3'])
+    args = flags.parse_args(['--lr', '1e-3', '--optimizer', 'adamw'])
     model = Transformer(small('gpt', n_layer=4, n_blocks=2, d_ff=64))
     opt = make_optimizer(model, args.lr, args.weight_decay)
     x = torch.randint(0, 256, (2, 16))
@@ -2138,13 +2138,13 @@ def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, capsys):
 
 
 def test_the_default_run_is_nano_on_a_cpu_at_its_fitted_rate(monkeypatch, capsys):
-    """`python grow.py` without a GPU: GPT nano (width 48) at the rate fitted to it, 8e-3; on CUDA GPT small.
-    A rate typed, another size or BERT keep their own defaults."""
+    """`python grow.py` without a GPU: GPT nano (width 48) at the rates fitted to it, Muon's 0.04 and AdamW's
+    8e-3; on CUDA GPT small. A rate typed, another size or BERT keep their own defaults."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
     args = flags.parse_args([])
-    assert (args.model, args.size, args.lr) == ('gpt', 'nano', 8e-3) and '--size auto: nano on cpu' in \
-        capsys.readouterr().out
+    assert (args.model, args.size, args.optimizer, args.muon_lr, args.lr) == ('gpt', 'nano', 'muon', 0.04, 8e-3)
+    assert '--size auto: nano on cpu' in capsys.readouterr().out
     assert flags.model_config(args, dict(vocab_size=257)).n_embd == 48
     assert [flags.parse_args(argv).lr for argv in (['--size', 'tiny'], ['--model', 'bert'], ['--lr', '2e-3'])] \
         == [1e-3, 5e-4, 2e-3]
