@@ -236,8 +236,7 @@ def start_or_resume(run):
 
 
 def optimizer_of(model, args):
-    """The run's AdamW (or Muon and AdamW) for `model` (`make_optimizer`); with Apollo's --shared_lr a group
-    per weight block."""
+    """The run's AdamW (or Muon and AdamW) for `model` (`make_optimizer`); Apollo's --shared_lr: per block."""
     return make_optimizer(model, args.lr, args.weight_decay, args.shared_lr not in (None, 'none'), args.beta2,
                           args.muon_lr if args.optimizer == 'muon' else None)
 

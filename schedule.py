@@ -443,9 +443,8 @@ def mean_depth(depths):
 # ----------------------------------------------------------------------------- --plan
 
 def plan(args, cfg):
-    """What these flags will train (--plan's text and a run's banner): each stage's clock range, steps, FLOPs,
-    model, batch, depths and the block each layer runs, each growth's copies and rate, the total against
-    scratch, as lines."""
+    """What these flags will train, as lines (--plan's text, a run's banner): each stage's clock, steps, FLOPs,
+    model, batch, depths and blocks run, each growth's copies and rate, the total against scratch's."""
     stages, op = stages_for(args, cfg)
     budget = make_budget(args, cfg, stages)
     total = args.max_steps * budget.scratch_step  # what scratch spends
