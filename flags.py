@@ -135,7 +135,7 @@ def training_flags(a):
       'unless typed (bu: Bu\'s one-layer recipe, Muon, WSD with 2%% warmup and a 10%% decay to 0, weight decay '
       '0.01, no clipping, onelayer\'s growth at 0.9)')
     a('--optimizer', default=None, choices=('adamw', 'muon'), help='GPT\'s default muon: Muon for the blocks\' '
-      'matrices at --muon_lr, AdamW for the rest at --lr (nanochat\'s split); BERT\'s default adamw: AdamW for all')
+      'matrices at --muon_lr, AdamW for the rest at --lr (nanochat\'s split); BERT\'s default adamw: all AdamW')
     a('--muon_lr', type=float, default=None, help='--optimizer muon: the matrices\' peak rate (default 0.02, '
       'nanochat\'s; nano 0.04, fitted; it follows --lr\'s schedule)')
     a('--beta2', type=float, default=0.95, help="AdamW's second-moment decay (0.95: nanoGPT's; Apollo's and "

@@ -468,9 +468,9 @@ def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95, muon_lr
                         weight_decay=weight_decay, **tag),
                    dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
         muon += [dict(params=[p for p in params if id(p) in hidden], **tag)]
-    # (CompleteP: epsilon x base_depth / L, L the blocks of this stage: an optimizer is built at each growth)
-    base, k = model.cfg.base_depth, max(1, model.cfg.n_blocks)
-    adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=1e-8 * base / k if base else 1e-8, fused=True)
+    base, k = model.cfg.base_depth, max(1, model.cfg.n_blocks)  # CompleteP: eps x L / k, k this stage's blocks
+    eps = 1e-8 * base / k if base else 1e-8
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=eps, fused=True)
     return Optimizers(adamw, torch.optim.Muon([dict(g, rate=muon_lr / lr) for g in muon if g['params']],
                                               lr=muon_lr, weight_decay=weight_decay)) if muon_lr else adamw
 
