@@ -1,7 +1,7 @@
 """
 How fast is nanogrow's training step? bench.py runs grow.py's own loop (`grow.train`) and, after each of its
 log windows (`train`'s hook), as many steps of a plain nanoGPT-style loop (batch, forward, backward, clip,
-AdamW step, nothing else) over a model of the same shape, batch and optimizer, in the same process: the two
+optimizer step, nothing else) over a model of the same shape, batch and optimizer, in the same process: the two
 take turns, so both meet the same machine state. The first window of each is warm-up; the figures are
 medians of the rest.
 
@@ -9,6 +9,7 @@ medians of the rest.
     python bench.py --model bert --pos rope                # BERT with rotary positions (learned: a table)
     python bench.py --blocks 3                             # an Apollo shallow stage: 3 weight blocks of 12
     python bench.py --vocab_size 50304 --compile           # the GPT-2 vocabulary, both sides compiled
+    python bench.py --optimizer muon                       # GPT's default optimizer on both sides
     python bench.py --size small --vocab_size 50304 --compile --batch_size 16   # on a GPU
     python bench.py --check                # on a new GPU first: every CUDA path, one line each, gpu_check.json
 """
@@ -46,6 +47,8 @@ def parse(argv=None):
     p.add_argument('--steps', type=int, default=5, help='steps per window, on each side')
     p.add_argument('--rounds', type=int, default=4, help='windows on each side after the warm-up one')
     p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
+    p.add_argument('--optimizer', default='adamw', choices=('adamw', 'muon'), help="both sides' (muon: Muon for "
+                   "the blocks' matrices at grow.py's --muon_lr, AdamW for the rest, as grow.py trains GPT)")
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
     p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib)')
     p.add_argument('--check', action='store_true', help='the GPU check: every CUDA path, one line each, and '
@@ -59,7 +62,7 @@ def grow_flags(a, out_dir):
     argv = ['--model', a.model, '--size', a.size, '--batch_size', a.batch_size, '--max_steps', steps + 1,
             '--log_interval', a.steps, '--eval_interval', steps + 1, '--eval_batches', 1,
             '--sample_tokens', 0, '--device', a.device, '--data', a.data, '--out_dir', out_dir,
-            '--optimizer', 'adamw', '--method', 'scratch']  # (adamw: the plain loop's optimizer)
+            '--optimizer', a.optimizer, '--method', 'scratch']
     # Apollo's first stage at its own depth (the plain loop runs k layers); it grows after the last window
     if a.blocks:
         argv[-1:] = ['apollo', '--stages', f"{a.blocks},{SIZES[a.size]['n_layer']}", '--stage_at',
@@ -70,13 +73,15 @@ def grow_flags(a, out_dir):
 
 
 class Plain:
-    """nanoGPT's loop over a model of the stage's shape: the same batches (data.Batches), the same AdamW
-    (`model.make_optimizer`), the same clipping and autocast; torch.compile on the whole model, as nanoGPT."""
+    """nanoGPT's loop over a model of the stage's shape: the same batches (data.Batches), the same optimizer
+    (`model.make_optimizer`; Muon's step here never reads a skip flag, grow.py's reads one: the wait it costs
+    is in the ratio), the same clipping and autocast; torch.compile on the whole model, as nanoGPT."""
 
     def __init__(self, run):
         self.rt, self.args, self.stage = run.rt, run.args, run.stages[run.progress.stage_index]
         self.model = Transformer(run.model.cfg).to(self.rt.device)
-        self.optimizer = make_optimizer(self.model, self.args.lr, self.args.weight_decay, beta2=self.args.beta2)
+        self.optimizer = make_optimizer(self.model, self.args.lr, self.args.weight_decay, beta2=self.args.beta2,
+                                        muon_lr=self.args.muon_lr)
         self.forward = torch.compile(self.model) if self.args.compile else self.model
         meta, tokens, _ = run.corpus
         self.batches = data.Batches(tokens, run.model.cfg.kind, meta, seed=0)
@@ -111,7 +116,7 @@ def bench(a):
         flops.append((progress.flops - last['flops']) / steps)
         plain = plain or Plain(run)
         seen.update(tokens=run.step_tokens, peak=runtime.peak_flops(run.rt.device),
-                    blocks=len(run.model.blocks))
+                    blocks=len(run.model.blocks), optimizer=type(plain.optimizer).__name__)
         seconds['plain'].append(plain.steps(steps))
         last.update(step=progress.step, time=progress.train_time, flops=progress.flops)
         run.watch.restart()
@@ -129,7 +134,8 @@ def figures(steps, seconds, flops, seen):
     step_flops = statistics.median(flops[1:])
     mfu = {side: step_flops * r / tokens / peak if peak else None for side, r in rate.items()}
     return dict(tokens_per_s=rate, ratio=rate['nanogrow'] / rate['plain'], mfu=mfu, tokens_per_step=tokens,
-                windows=len(seconds['nanogrow']), steps=seen['steps'], blocks=seen['blocks'])
+                windows=len(seconds['nanogrow']), steps=seen['steps'], blocks=seen['blocks'],
+                optimizer=seen['optimizer'])
 
 
 def gpu_checks(out, gpus):
@@ -138,27 +144,29 @@ def gpu_checks(out, gpus):
     NCCL DDP where 2 GPUs exist."""
     grow_py = [sys.executable, 'grow.py', '--size', 'tiny', '--max_steps', '40', '--eval_interval', '20',
                '--sample_tokens', '0']
+    bench_py = [sys.executable, 'bench.py', '--size', 'small', '--vocab_size', '50304', '--compile', '--batch_size',
+                '16']
     checks = [  # (the H200 ran each in a fifth to a third of its time: RESULTS "The first GPU")
-        ('the CUDA tests', [sys.executable, '-m', 'pytest', '-q', 'test_grow.py', '-k', 'cuda'], 150),
+        ('the CUDA tests', [sys.executable, '-m', 'pytest', '-q', 'test_grow.py', '-k', 'cuda'], 120),
         ('GPT, bfloat16, compiled, through growth', grow_py + ['--method', 'stack', '--dtype', 'bfloat16',
-                                                              '--compile', '--out_dir', f'{out}/gpt'], 100),
+                                                              '--compile', '--out_dir', f'{out}/gpt'], 90),
         ('BERT, bfloat16, compiled, through growth', grow_py + ['--model', 'bert', '--method', 'compound',
                                                                '--dtype', 'bfloat16', '--compile',
-                                                               '--out_dir', f'{out}/bert'], 100),
+                                                               '--out_dir', f'{out}/bert'], 90),
         ('Muon and CompleteP, bfloat16, compiled, through growth', grow_py + [
             '--method', 'apollo', '--optimizer', 'muon', '--scaling', 'completep', '--dtype', 'bfloat16',
-            '--compile', '--out_dir', f'{out}/muon'], 100),
+            '--compile', '--out_dir', f'{out}/muon'], 90),
         ('float16 with the GradScaler', grow_py + ['--method', 'apollo', '--dtype', 'float16', '--out_dir',
                                                    f'{out}/fp16'], 60),
         ('a CPU checkpoint, before its growth', grow_py + ['--method', 'stack', '--device', 'cpu', '--stop_at',
                                                            '4', '--out_dir', f'{out}/moved'], 45),
         ('... resumed on CUDA and grown', [sys.executable, 'grow.py', '--resume', '--out_dir', f'{out}/moved',
                                            '--device', 'cuda'], 60),
-        ("bench.py's GPU row", [sys.executable, 'bench.py', '--size', 'small', '--vocab_size', '50304',
-                                '--compile', '--batch_size', '16'], 150)]
+        ("bench.py's GPU row", bench_py, 120),
+        ("... under Muon, GPT's default", bench_py + ['--optimizer', 'muon'], 120)]
     ddp = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *grow_py[1:],
            '--method', 'apollo', '--out_dir', f'{out}/ddp']
-    return checks + [('2-process NCCL DDP', ddp, 120)] * (gpus >= 2)
+    return checks + [('2-process NCCL DDP', ddp, 105)] * (gpus >= 2)
 
 
 def gpu_check(out='out_gpu_check'):
@@ -194,7 +202,8 @@ def main(argv=None):
     result = bench(a)
     name = f"{a.model} {a.size}" + (f", {a.blocks} blocks" if a.blocks else "") + (f", pos {a.pos}" if a.pos
                                                                                     else "")
-    name += (f", vocab {a.vocab_size}" if a.vocab_size else "") + (", compiled" if a.compile else "")
+    name += (f", vocab {a.vocab_size}" if a.vocab_size else "") + (", compiled" if a.compile else "") + \
+        (", Muon" if a.optimizer == 'muon' else "")
     print(f"{name}: {result['tokens_per_step']:,} tokens per step, medians of {a.rounds} windows of "
           f"{a.steps} steps")
     for side in ('nanogrow', 'plain'):

@@ -2173,7 +2173,7 @@ def test_float16_overflows_are_skipped_steps_and_the_run_resumes_exactly(corpus,
 
 
 @pytest.mark.parametrize('extra, blocks', [([], 12), (['--model', 'bert', '--pos', 'rope'], 12),
-                                           (['--blocks', 3], 3)])
+                                           (['--blocks', 3], 3), (['--optimizer', 'muon'], 12)])
 def test_bench_times_both_loops_window_by_window(corpus, extra, blocks):
     """bench.py: grow.py's loop and the plain one take turns, window by window, on a model of one shape; the
     first window of each is warm-up. (Its speeds are measurements for README, not asserted here.)"""
@@ -2182,6 +2182,7 @@ def test_bench_times_both_loops_window_by_window(corpus, extra, blocks):
     # (the run takes one step after its last window)
     assert (result['steps'], result['windows'], result['blocks']) == (7, 3, blocks)
     assert result['tokens_per_step'] == 2 * 128 and result['mfu'] == dict(nanogrow=None, plain=None)
+    assert result['optimizer'] == ('Optimizers' if 'muon' in extra else 'AdamW')  # (Muon and AdamW as one)
     rate = result['tokens_per_s']
     assert min(rate.values()) > 0 and result['ratio'] == rate['nanogrow'] / rate['plain']
 
@@ -2405,8 +2406,8 @@ def test_the_gpu_check_lists_every_cuda_path_and_says_when_there_is_no_gpu(monke
                      'BERT, bfloat16, compiled, through growth',
                      'Muon and CompleteP, bfloat16, compiled, through growth', 'float16 with the GradScaler',
                      'a CPU checkpoint, before its growth', '... resumed on CUDA and grown', "bench.py's GPU row",
-                     '2-process NCCL DDP']
-    assert len(bench.gpu_checks('out', gpus=1)) == 8 and sum(s for _, _, s in bench.gpu_checks('out', 2)) <= 900
+                     "... under Muon, GPT's default", '2-process NCCL DDP']
+    assert len(bench.gpu_checks('out', gpus=1)) == 9 and sum(s for _, _, s in bench.gpu_checks('out', 2)) <= 900
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert bench.main(['--check']) == []
     assert capsys.readouterr().out.strip().splitlines() == [
