@@ -1,7 +1,7 @@
 """
 How fast is nanogrow's training step? bench.py runs grow.py's own loop (`grow.train`) and, after each of its
 log windows (`train`'s hook), as many steps of a plain nanoGPT-style loop (batch, forward, backward, clip,
-optimizer step, nothing else) over a model of the same shape, batch and optimizer, in the same process: the two
+optimizer step, nothing else) over a model of the same shape, batch and optimizer, in one process: the two
 take turns, so both meet the same machine state. The first window of each is warm-up; the figures are
 medians of the rest.
 
@@ -47,8 +47,8 @@ def parse(argv=None):
     p.add_argument('--steps', type=int, default=5, help='steps per window, on each side')
     p.add_argument('--rounds', type=int, default=4, help='windows on each side after the warm-up one')
     p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
-    p.add_argument('--optimizer', default='adamw', choices=('adamw', 'muon'), help="both sides' (muon: Muon for "
-                   "the blocks' matrices at grow.py's --muon_lr, AdamW for the rest, as grow.py trains GPT)")
+    p.add_argument('--optimizer', default='adamw', choices=('adamw', 'muon'), help="both sides' (muon: "
+                   "Muon for the blocks' matrices at grow.py's --muon_lr, AdamW for the rest, as grow.py's GPT)")
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
     p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib)')
     p.add_argument('--check', action='store_true', help='the GPU check: every CUDA path, one line each, and '
@@ -80,8 +80,8 @@ class Plain:
     def __init__(self, run):
         self.rt, self.args, self.stage = run.rt, run.args, run.stages[run.progress.stage_index]
         self.model = Transformer(run.model.cfg).to(self.rt.device)
-        self.optimizer = make_optimizer(self.model, self.args.lr, self.args.weight_decay, beta2=self.args.beta2,
-                                        muon_lr=self.args.muon_lr)
+        a = self.args
+        self.optimizer = make_optimizer(self.model, a.lr, a.weight_decay, beta2=a.beta2, muon_lr=a.muon_lr)
         self.forward = torch.compile(self.model) if self.args.compile else self.model
         meta, tokens, _ = run.corpus
         self.batches = data.Batches(tokens, run.model.cfg.kind, meta, seed=0)
@@ -144,8 +144,8 @@ def gpu_checks(out, gpus):
     NCCL DDP where 2 GPUs exist."""
     grow_py = [sys.executable, 'grow.py', '--size', 'tiny', '--max_steps', '40', '--eval_interval', '20',
                '--sample_tokens', '0']
-    bench_py = [sys.executable, 'bench.py', '--size', 'small', '--vocab_size', '50304', '--compile', '--batch_size',
-                '16']
+    bench_py = [sys.executable, 'bench.py', '--size', 'small', '--vocab_size', '50304', '--compile',
+                '--batch_size', '16']
     checks = [  # (the H200 ran each in a fifth to a third of its time: RESULTS "The first GPU")
         ('the CUDA tests', [sys.executable, '-m', 'pytest', '-q', 'test_grow.py', '-k', 'cuda'], 120),
         ('GPT, bfloat16, compiled, through growth', grow_py + ['--method', 'stack', '--dtype', 'bfloat16',
