@@ -48,7 +48,7 @@ def parse(argv=None):
     p.add_argument('--rounds', type=int, default=4, help='windows on each side after the warm-up one')
     p.add_argument('--compile', action='store_true', help='torch.compile on both sides')
     p.add_argument('--optimizer', default='adamw', choices=('adamw', 'muon'), help="both sides' (muon: "
-                   "Muon for the blocks' matrices at grow.py's --muon_lr, AdamW for the rest, as grow.py's GPT)")
+                   "Muon for the blocks' matrices at grow.py's --muon_lr, AdamW for the rest, as grow.py)")
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda', 'mps'))
     p.add_argument('--data', default=data.DEFAULT, help='a folder prepared by data.py (default: stdlib)')
     p.add_argument('--check', action='store_true', help='the GPU check: every CUDA path, one line each, and '
