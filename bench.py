@@ -82,7 +82,7 @@ class Plain:
         self.model = Transformer(run.model.cfg).to(self.rt.device)
         a = self.args
         self.optimizer = make_optimizer(self.model, a.lr, a.weight_decay, beta2=a.beta2, muon_lr=a.muon_lr)
-        self.forward = torch.compile(self.model) if self.args.compile else self.model
+        self.forward = torch.compile(self.model) if a.compile else self.model
         meta, tokens, _ = run.corpus
         self.batches = data.Batches(tokens, run.model.cfg.kind, meta, seed=0)
 
