@@ -152,14 +152,12 @@ def hf_documents(name, split, text_field):
 
 def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, verbose=True, split='train',
             text_field='text', max_tokens=None, chunk_bytes=16 << 20, val_tokens=10_000_000):
-    """Tokenize a source into out_dir/{train,val}.bin and meta.json; returns out_dir.
-
-    Streamed: documents are read in chunks of about `chunk_bytes` of text, tokenized in parallel (tiktoken's
-    batch encoding on threads) and appended to the .bin files, so memory stays bounded whatever the corpus.
+    """Tokenize a source into out_dir/{train,val}.bin and meta.json; returns out_dir. Streamed: chunks of
+    about `chunk_bytes` of text, tokenized on threads, appended to the .bin files (memory bounded by a chunk).
     Validation: every 10th document (a sample of the whole corpus, not its tail) until it holds `val_tokens`,
     then every document trains; with none (under 10 documents, or --max_tokens first), the last 10% of tokens.
-    Files are written as .tmp and renamed at the end, meta.json last: an interrupted preparation leaves no
-    meta.json (the folder is not a corpus) and running it again starts afresh."""
+    Written as .tmp<process id> files renamed at the end, meta.json last: an interrupted preparation leaves no
+    meta.json (not a corpus) and no .tmp; two runs preparing one folder at once never write the same file."""
     name = source if source in ('stdlib', 'shakespeare') else \
         source[3:].replace('/', '_').replace(':', '_') if source.startswith('hf:') else \
         os.path.basename(os.path.normpath(source))
@@ -172,40 +170,42 @@ def prepare(source='stdlib', tokenizer='byte', out_dir=None, max_bytes=None, ver
     if first is None:
         raise InputError(f"--source {source!r} holds no text")
     os.makedirs(out_dir, exist_ok=True)
-    for fname in ('meta.json', 'train.bin.tmp', 'val.bin.tmp'):  # start afresh
-        if os.path.exists(os.path.join(out_dir, fname)):
-            os.remove(os.path.join(out_dir, fname))
-    counts, status = dict(train=0, val=0, docs=0, chars=0, peak_chunk=0), StatusLine(verbose, max_tokens)
-    with open(os.path.join(out_dir, 'train.bin.tmp'), 'wb') as train, \
-            open(os.path.join(out_dir, 'val.bin.tmp'), 'wb') as val:
-        for chunk in chunks(itertools.chain([first], docs), chunk_bytes, max_bytes):
-            counts['peak_chunk'] = max(counts['peak_chunk'], sum(map(len, chunk)))
-            for ids in enc.encode_ordinary_batch(chunk, num_threads=os.cpu_count() or 1):
-                to_val = counts['docs'] % 10 == 9 and counts['val'] < val_tokens
-                arr = np.array(ids + [eot], dtype=dtype)
-                if max_tokens is not None:
-                    arr = arr[:max(0, max_tokens - counts['train'] - counts['val'])]
-                arr.tofile(val if to_val else train)
-                counts['val' if to_val else 'train'] += len(arr)
-                counts['docs'] += 1
-            counts['chars'] += sum(map(len, chunk))
-            status.show(counts)
-            if max_tokens is not None and counts['train'] + counts['val'] >= max_tokens:
-                break
-    if counts['train'] + counts['val'] == 0:
-        raise InputError(f"--source {source!r} holds no text")
-    if counts['val'] == 0:  # too few documents to sample (or a cap came first): the last 10% validate
-        split_tokens(out_dir, dtype, counts)
-    specials = [enc.encode_single_token(s) for s in enc.special_tokens_set]
-    meta = dict(source=source, split=split if source.startswith('hf:') else None, text_field=text_field,
-                tokenizer=tokenizer, vocab_size=enc.n_vocab, dtype=np.dtype(dtype).name, eot_id=eot,
-                mask_id=enc.n_vocab, n_ordinary=min(specials), documents=counts['docs'],
-                train_tokens=counts['train'], val_tokens=counts['val'], chunk_bytes=chunk_bytes,
-                peak_chunk_chars=counts['peak_chunk'])
-    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w') as f:
-        json.dump(meta, f, indent=1)
-    for fname in ('train.bin', 'val.bin', 'meta.json'):  # meta.json last: its presence means "complete"
-        os.replace(os.path.join(out_dir, fname + '.tmp'), os.path.join(out_dir, fname))
+    if os.path.exists(os.path.join(out_dir, 'meta.json')):  # start afresh: not a corpus until the end
+        os.remove(os.path.join(out_dir, 'meta.json'))
+    tmp = {f: os.path.join(out_dir, f'{f}.tmp{os.getpid()}') for f in ('train.bin', 'val.bin', 'meta.json')}
+    try:
+        counts, status = dict(train=0, val=0, docs=0, chars=0, peak_chunk=0), StatusLine(verbose, max_tokens)
+        with open(tmp['train.bin'], 'wb') as train, open(tmp['val.bin'], 'wb') as val:
+            for chunk in chunks(itertools.chain([first], docs), chunk_bytes, max_bytes):
+                counts['peak_chunk'] = max(counts['peak_chunk'], sum(map(len, chunk)))
+                for ids in enc.encode_ordinary_batch(chunk, num_threads=os.cpu_count() or 1):
+                    to_val = counts['docs'] % 10 == 9 and counts['val'] < val_tokens
+                    arr = np.array(ids + [eot], dtype=dtype)
+                    if max_tokens is not None:
+                        arr = arr[:max(0, max_tokens - counts['train'] - counts['val'])]
+                    arr.tofile(val if to_val else train)
+                    counts['val' if to_val else 'train'] += len(arr)
+                    counts['docs'] += 1
+                counts['chars'] += sum(map(len, chunk))
+                status.show(counts)
+                if max_tokens is not None and counts['train'] + counts['val'] >= max_tokens:
+                    break
+        if counts['train'] + counts['val'] == 0:
+            raise InputError(f"--source {source!r} holds no text")
+        if counts['val'] == 0:  # too few documents to sample (or a cap came first): the last 10% validate
+            split_tokens(tmp, dtype, counts)
+        meta = dict(source=source, split=split if source.startswith('hf:') else None, text_field=text_field,
+                    tokenizer=tokenizer, vocab_size=enc.n_vocab, dtype=np.dtype(dtype).name, eot_id=eot,
+                    mask_id=enc.n_vocab, n_ordinary=min(map(enc.encode_single_token, enc.special_tokens_set)),
+                    documents=counts['docs'], train_tokens=counts['train'], val_tokens=counts['val'],
+                    chunk_bytes=chunk_bytes, peak_chunk_chars=counts['peak_chunk'])
+        with open(tmp['meta.json'], 'w') as f:
+            json.dump(meta, f, indent=1)
+        for fname, path in tmp.items():  # meta.json last: its presence means "complete"
+            os.replace(path, os.path.join(out_dir, fname))
+    finally:  # done or interrupted, none of this process's .tmp files stays behind
+        for path in filter(os.path.exists, tmp.values()):
+            os.remove(path)
     if verbose:
         print(f"\nprepared {out_dir}: {counts['train']:,} train and {counts['val']:,} val tokens from "
               f"{counts['docs']:,} documents ({tokenizer}, {source})")
@@ -231,13 +231,12 @@ def chunks(docs, chunk_bytes, max_bytes=None):
         yield chunk
 
 
-def split_tokens(out_dir, dtype, counts):
+def split_tokens(tmp, dtype, counts):
     """No document was sampled for validation: move the last 10% of the train tokens to val."""
-    path = os.path.join(out_dir, 'train.bin.tmp')
-    tokens = np.fromfile(path, dtype=dtype)
+    tokens = np.fromfile(tmp['train.bin'], dtype=dtype)
     cut = int(0.9 * len(tokens))
-    tokens[cut:].tofile(os.path.join(out_dir, 'val.bin.tmp'))
-    tokens[:cut].tofile(path)
+    tokens[cut:].tofile(tmp['val.bin'])
+    tokens[:cut].tofile(tmp['train.bin'])
     counts['train'], counts['val'] = cut, len(tokens) - cut
 
 

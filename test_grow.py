@@ -261,7 +261,7 @@ def test_prepare_capped_stdlib(corpus):
     # the cap bounds the characters read; every document ends with <|endoftext|>
     assert 300_000 < len(train) + len(val) < 420_000 and 0.02 < len(val) / (len(train) + len(val)) < 0.25
     assert train.max() <= 256 and (train == 256).sum() >= 5
-    assert not any(f.endswith('.tmp') for f in os.listdir(corpus))
+    assert not any('.tmp' in f for f in os.listdir(corpus))
     assert data.model_vocab(257) == 320 and data.model_vocab(50257) == 50304
 
 
@@ -357,6 +357,28 @@ def test_an_interrupted_preparation_leaves_no_corpus(tmp_path, monkeypatch):
     assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']
     assert prepared(out)[0]['documents'] == 23
     assert data.main(['--inspect', str(out)])['train_tokens'] == len(prepared(out)[1])
+
+
+def test_two_preparations_of_one_folder_at_once_do_not_mix_files(tmp_path, monkeypatch):
+    """Two runs started together on a fresh clone both prepare the default folder: each writes .tmp files of its
+    own (named by its process id), so neither truncates nor renames the other's half-written file."""
+    write_texts(tmp_path)
+    out, real = tmp_path / 'out', data.documents
+    data.prepare(str(tmp_path / 'text'), 'byte', str(tmp_path / 'alone'), verbose=False, chunk_bytes=500)
+
+    def another_run_prepares_meanwhile(*args):
+        for i, doc in enumerate(real(*args)):
+            if i == 12:  # half way through this preparation's files, a second process prepares the folder
+                with monkeypatch.context() as m:
+                    m.setattr(os, 'getpid', lambda: 1)
+                    m.setattr(data, 'documents', real)
+                    data.prepare(str(tmp_path / 'text'), 'byte', str(out), verbose=False, chunk_bytes=500)
+                assert prepared(out) == prepared(tmp_path / 'alone')
+            yield doc
+    monkeypatch.setattr(data, 'documents', another_run_prepares_meanwhile)
+    data.prepare(str(tmp_path / 'text'), 'byte', str(out), verbose=False, chunk_bytes=500)
+    assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']
+    assert prepared(out) == prepared(tmp_path / 'alone')
 
 # ----------------------------------------------------------------------------- models
 
