@@ -54,9 +54,9 @@ def model_flags(a):
     a('--norm', default=None, choices=('pre', 'post'), help='LayerNorm before each sublayer (pre; GPT\'s '
       'default) or after it (post; the original BERT\'s, its default)')
     a('--scaling', default='standard', choices=('standard', 'completep'), help='completep (Dey et al. 2025, '
-      'alpha = 1): residual branches x L / d for the depth d run (the target\'s L is the base), AdamW\'s epsilon '
-      'x L / k for k blocks, the hidden rate constant in depth; with depth growth only (muP\'s width rules are '
-      'not implemented)')
+      'alpha = 1, with muP\'s width rules; the target is the base): residual branches x L / d for the depth d '
+      'run, the hidden rate constant in depth; the readout x 1/m, the blocks\' matrices\' init variance and '
+      'AdamW rate x 1/m (m: n_embd over the target\'s), AdamW\'s epsilon x L / (k m) for k blocks')
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in '
       'training (80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
 
@@ -311,12 +311,9 @@ def check(args, typed):
         raise InputError(f"--stop_at must be in [1, max_steps={args.max_steps}], got {args.stop_at}")
     if args.compare and int(os.environ.get('WORLD_SIZE', 1)) > 1:
         raise InputError("--compare starts its own runs (--jobs at once); run it without torchrun")
-    widens = {'width', 'embd'} & set(args.grow if args.grow is not None else METHODS[args.method].dims)
-    if args.scaling == 'completep' and (widens or METHODS[args.method].draws == 'path'):
-        raise InputError(f"--scaling completep scales branches by depth; with --method {args.method} "
-                         + (f"--grow {','.join(sorted(widens))}: muP's width rules across a widening are not "
-                            "implemented; use --grow with depth or length only" if widens else
-                            "(RaPTr's paths): its own path scaling would compound it"))
+    if args.scaling == 'completep' and METHODS[args.method].draws == 'path':
+        raise InputError(f"--scaling completep scales branches by depth; with --method {args.method} (RaPTr's "
+                         f"paths) its own path scaling would compound it")
     if args.curve is not None and not (args.compare and args.decay == 'wsd'):
         raise InputError("--curve trains scratch at other budgets for a comparison's compute multiplier, its "
                          "decays branched from one WSD run: add --compare METHODS and --decay wsd")
@@ -403,8 +400,8 @@ def model_config(args, meta):
     cfg = config_for(args.model, args.size, args.vocab_size or need, n_layer=args.n_layer, n_head=args.n_head,
                      n_embd=args.n_embd, d_ff=args.d_ff, block_size=args.block_size, dropout=args.dropout,
                      bias=bool(args.bias), pos=args.pos, pre_ln=None if args.norm is None else args.norm == 'pre')
-    if args.scaling == 'completep':  # (the base depth: the target's, which then runs its branches x 1)
-        cfg = replace(cfg, base_depth=cfg.n_layer)
+    if args.scaling == 'completep':  # (the base: the target, which then runs with every multiplier 1)
+        cfg = replace(cfg, base_depth=cfg.n_layer, base_width=cfg.n_embd)
     for k in ('n_layer', 'n_head', 'n_embd', 'd_ff', 'block_size'):
         if getattr(cfg, k) <= 0:
             raise InputError(f"--{k} must be a positive integer, got {getattr(cfg, k)}")

@@ -137,18 +137,15 @@ def start(args):
     cfg = flags.model_config(args, corpus[0])
     stages, depth_op = stages_for(args, cfg)
     check_memory(args, rt, cfg)
-    step_tokens = args.batch_size * args.grad_accum * cfg.block_size * rt.world
-    meta, _, val_tokens = corpus
-    val = data.Batches(val_tokens, cfg.kind, meta, seed=data.EVAL_SEED)
+    val = data.Batches(corpus[2], cfg.kind, corpus[0], seed=data.EVAL_SEED)  # (meta, train, val tokens)
     evals = data.eval_batches(val, args.eval_batches, args.batch_size, cfg.block_size)
     run = Run(args, rt, cfg, stages, depth_op, make_budget(args, cfg, stages, rt.world), corpus, evals,
-              step_tokens=step_tokens)
+              step_tokens=args.batch_size * args.grad_accum * cfg.block_size * rt.world)
     start_or_resume(run)
     if args.compile:
         compile_model(run.model, stages[run.progress.stage_index], evals[0], rt, METHODS[args.method].draws)
-    resumed_at = run.progress.step if args.resume else None
-    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), resume_step=resumed_at, enabled=rt.master,
-                  wandb=start_wandb(args) if args.wandb and rt.master else None)
+    run.log = Log(os.path.join(args.out_dir, 'log.jsonl'), run.progress.step if args.resume else None,
+                  enabled=rt.master, wandb=start_wandb(args) if args.wandb and rt.master else None)
     with torch.device('meta'):  # what is about to train: the target's size (not allocated), --plan's lines
         rt.say(f"target: {num_params(Transformer(cfg)) / 1e6:.2f}M parameters, T {cfg.block_size}; on {rt}")
     for line in plan(args, cfg):
@@ -263,8 +260,7 @@ def evaluate_and_save(run):
     if rt.master:
         save_checkpoint(run, data_rng=[d for d, _ in states], rank_rngs=[r for _, r in states],
                         sampler_rng=run.sampler.bit_generator.state, scaler=run.scaler.state_dict())
-    position = run.budget.position(progress)
-    progress.next_eval = (position // args.eval_interval + 1) * args.eval_interval
+    progress.next_eval = (run.budget.position(progress) // args.eval_interval + 1) * args.eval_interval
     run.watch.restart()
     return val
 
@@ -336,9 +332,8 @@ def grow_to(stage, model, optimizer, op, args):
 
 def loss_and_grad_norm(model, batch, rt, **depth):
     """Training loss and total gradient norm on one batch (at the given depth); leaves no gradient."""
-    x, y = batch
     with rt.autocast():
-        loss = model(x.to(rt.device), y.to(rt.device), **depth)[1]
+        loss = model(*(t.to(rt.device) for t in batch), **depth)[1]
     loss.backward()
     norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
     model.zero_grad(set_to_none=True)
@@ -348,8 +343,7 @@ def loss_and_grad_norm(model, batch, rt, **depth):
 def log_train(run):
     """The train record and line (after `settle`): rates over the window, the ETA from the FLOPs still to
     spend at the current FLOPs per second. A new window begins."""
-    args, rt, progress, stages, budget, window = run.args, run.rt, run.progress, run.stages, run.budget, \
-        run.window
+    args, rt, progress, budget, window = run.args, run.rt, run.progress, run.budget, run.window
     progress.train_time += run.watch.lap()
     loss, lr = settle(run), window.lrs[-1]
     (seconds, tokens, flops), position = window.rates(progress), budget.position(progress)
@@ -358,11 +352,11 @@ def log_train(run):
     depth = window.depths[-1]
     rec = run.log.write(type='train', step=progress.step, loss=loss, lr=lr, depth=depth,
                         depths=window.depths, stage=progress.stage_index + 1,
-                        seq=stages[progress.stage_index].seq, tokens=progress.tokens, flops=progress.flops,
+                        seq=run.stages[progress.stage_index].seq, tokens=progress.tokens, flops=progress.flops,
                         time=progress.train_time, tok_per_s=tokens / seconds,
                         mfu=mfu, graphs=compiled_graphs(args))
     where = f"step {rec['step']} ({budget.where(position)})" if budget.by_flops else budget.where(position)
-    rt.say(f"{where} | stage {rec['stage']}/{len(stages)} | depth {depth} | loss {rec['loss']:.4f} | "
+    rt.say(f"{where} | stage {rec['stage']}/{len(run.stages)} | depth {depth} | loss {rec['loss']:.4f} | "
            f"lr {lr:.2e} | {human(rec['tokens'])} tokens | {rec['flops']:.3e} FLOPs | "
            f"{human(rec['tok_per_s'])} tok/s" +
            (f" | mfu {100 * mfu:.1f}%" if mfu else "") +

@@ -38,10 +38,15 @@ class Config:
     pos: str = 'learned'      # positions: 'learned' (an absolute table, wpe) or 'rope' (rotary, on q and k)
     pre_ln: bool = None       # LayerNorm before each sublayer (pre-LN) or after it; None: GPT pre, BERT post
     base_depth: int = None    # CompleteP (Dey et al. 2025, alpha = 1): branches x base_depth / depth run; None: SP
+    base_width: int = None    # and muP's width rules (Yang et al. 2022, Table 3): the n_embd where m = 1
 
     def __post_init__(self):
         self.n_blocks = self.n_layer if self.n_blocks is None else self.n_blocks
         self.pre_ln = self.kind == 'gpt' if self.pre_ln is None else self.pre_ln
+
+    @property
+    def width_mult(self):  # muP's m: n_embd over the base's, one for every block matrix (as CompleteP's code)
+        return self.n_embd / self.base_width if self.base_width else 1.0
 
 
 def config_for(kind, size, vocab_size, **overrides):
@@ -64,8 +69,7 @@ def map_layers(k, d, how='interpolate'):
       official int(t / (d / k)) rounds wrongly for some k >= 14).
     stack (StackBERT; Apollo Eq. 11): w(t) = t % k for whole rounds of k, then the top d % k blocks, as the
       official stack_meta_layer: k=3, d=7 -> 0,1,2,0,1,2,2.
-    a list of d block indices: that path itself (RaPTr's `random_path`).
-    """
+    a list of d block indices: that path itself (RaPTr's `random_path`)."""
     if not isinstance(how, str):  # a path: the blocks to run, in order (RaPTr, `random_path`)
         if len(how) != d:
             raise ValueError(f"a path of {len(how)} blocks does not run depth {d}")
@@ -155,8 +159,7 @@ class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.pre_ln = cfg.pre_ln
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1, self.ln_2 = (nn.LayerNorm(cfg.n_embd, bias=cfg.bias) for _ in range(2))
         self.attn, self.mlp = SelfAttention(cfg), MLP(cfg)
 
     def forward(self, x, context=None, mask=None, scale=1.0):
@@ -203,6 +206,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight') and not cfg.base_depth:
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+            elif name.startswith('blocks.') and p.dim() == 2 and cfg.width_mult != 1:  # muP: variance / m
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(cfg.width_mult))
 
     @staticmethod
     def _init_weights(m):
@@ -220,8 +225,8 @@ class Transformer(nn.Module):
         x = self.hidden(idx, depth, layer_map)
         if self.cfg.kind == 'gpt':
             if targets is None:
-                return x[:, -1:] @ self.wte.weight.T, None
-            return self.lm_loss(x, self.wte.weight, targets)
+                return x[:, -1:] @ self.readout.T, None
+            return self.lm_loss(x, self.readout, targets)
         if targets is not None:
             masked = (targets != -100).flatten().nonzero().squeeze(1) if masked is None else masked
             x, targets = x.flatten(0, 1)[masked], targets.flatten()[masked]
@@ -254,7 +259,11 @@ class Transformer(nn.Module):
 
     def mlm_head(self, x):
         """BERT's masked-LM head: dense, GELU, LayerNorm, the tied decoder and a bias."""
-        return self.ln_f(F.gelu(self.mlm_dense(x))) @ self.wte.weight.T + self.mlm_bias
+        return self.ln_f(F.gelu(self.mlm_dense(x))) @ self.readout.T + self.mlm_bias
+
+    @property
+    def readout(self):  # the tied decoder, x 1/m by muP's width rules: logits stay in scale as width grows
+        return self.wte.weight if self.cfg.width_mult == 1 else self.wte.weight / self.cfg.width_mult
 
     def forward_pooled(self, x, targets, depth, layer_map, r):
         """CompoundGrow's length operator for BERT (Gu et al. 2021; the layout of its code, grow_bert): every r
@@ -302,15 +311,12 @@ def path_scales(path, L):
 
 
 def deepen(model, k_new, op='interpolate', noise=0.0):
-    """A new model owning k_new weight blocks made from the k_old blocks of `model` (`depth_source`):
-    stack (StackBERT; Apollo Eq. 11): new block i <- old block i % k_old (copies on top)
-    interpolate (Apollo Eq. 12): new block i <- old block (i * k_old) // k_new (next to itself)
-    middle (MIDAS, Saunshi et al. 2024, Fig. 1a): the middle group of layers copied (`middle_copy`)
-    identity (StackBERT's identity.py) and fresh (Bu 2025's random initialisation; the only operator that
-        grows 0 blocks): the new blocks on top, made afresh with zero output projections (`new_block`)
-    Every block is a deep copy, free to drift apart. noise > 0 (--depth_noise; G_stack, Du et al. 2024):
-    every copy after a block's first gets W + noise * std(W) * N(0, 1). Returns (new model, src), src[i] the
-    old block of new block i (None: made afresh)."""
+    """A new model owning k_new weight blocks made from the k_old of `model` by `op` (`depth_source`): stack
+    and interpolate (StackBERT; Apollo Eqs. 11-12: `map_layers`), middle (MIDAS: `middle_copy`), or identity and
+    fresh (StackBERT's identity.py; Bu's random initialisation, the only one that grows 0 blocks): new blocks on
+    top (`new_block`). Each block a deep copy, free to drift apart; noise > 0 (--depth_noise; G_stack, Du et al.
+    2024): every copy after a block's first gets W + noise * std(W) * N(0, 1). Returns (new model, src), src[i]
+    the old block of new block i (None: made afresh)."""
     k_old = len(model.blocks)
     if k_new <= k_old:
         raise ValueError(f"growth must add blocks: {k_old} -> {k_new}")
@@ -351,10 +357,8 @@ def new_block(cfg, op):
     with torch.no_grad():
         for name, p in block.named_parameters() if op == 'identity' else ():
             p.zero_() if name.endswith('bias') else p.normal_(0.0, p.size(0) ** -0.5)
-        for proj in (block.attn.c_proj, block.mlp.c_proj):
-            proj.weight.zero_()
-            if proj.bias is not None:
-                proj.bias.zero_()
+        for p in (*block.attn.c_proj.parameters(), *block.mlp.c_proj.parameters()):  # weights and biases
+            p.zero_()
     return block
 
 
@@ -460,16 +464,20 @@ def make_optimizer(model, lr, weight_decay, per_block=False, beta2=0.95, muon_lr
     index); `muon_lr`: the blocks' matrices go to Muon (`Optimizers`), each group's `rate` its peak over lr."""
     owner = {id(p): i for i, b in enumerate(model.blocks) for p in b.parameters()} if per_block else {}
     hidden = {id(p) for b in model.blocks for p in b.parameters() if p.dim() == 2} if muon_lr else set()
+    mult = {id(p): model.cfg.width_mult for b in model.modules() if isinstance(b, Block) for p in b.parameters()}
     groups, muon = [], []
     for block in [None] + sorted(set(owner.values())):  # (None: the parameters outside the blocks)
         params = [p for p in model.parameters() if p.requires_grad and owner.get(id(p)) == block]
         tag = {} if block is None else dict(block=block)
-        groups += [dict(params=[p for p in params if p.dim() >= 2 and id(p) not in hidden],
-                        weight_decay=weight_decay, **tag),
-                   dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag)]
+        matrices = [p for p in params if p.dim() >= 2 and id(p) not in hidden]
+        for m in sorted({mult.get(id(p), 1.0) for p in matrices}) or [1.0]:  # muP: blocks' rate / m, decay x m
+            mup = dict(rate=1 / m, lr=lr / m) if m != 1 else {}
+            groups.append(dict(params=[p for p in matrices if mult.get(id(p), 1.0) == m],
+                               weight_decay=weight_decay * m, **tag, **mup))
+        groups.append(dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0, **tag))
         muon += [dict(params=[p for p in params if id(p) in hidden], **tag)]
     base, k = model.cfg.base_depth, max(1, model.cfg.n_blocks)  # CompleteP: eps x L / k, k this stage's blocks
-    eps = 1e-8 * base / k if base else 1e-8
+    eps = 1e-8 * base / k / model.cfg.width_mult if base else 1e-8  # and / m (muP's width rule)
     adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=eps, fused=True)
     return Optimizers(adamw, torch.optim.Muon([dict(g, rate=muon_lr / lr) for g in muon if g['params']],
                                               lr=muon_lr, weight_decay=weight_decay)) if muon_lr else adamw
@@ -514,8 +522,7 @@ def flops_per_step(cfg, depth, tokens, seq_len, head_tokens=None, pool=1, querie
     N_exec: the matmul parameters a token passes at the depth *executed* (a shared block once per use), plus
     the LM head for the tokens that reach it (BERT: `head_tokens`, default 15%). The second term is
     attention's QK^T and AV over the full T x T (nanoGPT's convention). With pooling (`pool` r > 1,
-    `queries` per window): the blocks run S = T/r + queries positions, the first layer's keys T + queries.
-    """
+    `queries` per window): the blocks run S = T/r + queries positions, the first layer's keys T + queries."""
     C, H = cfg.n_embd, cfg.d_ff
     per_layer = 4 * C * C + 2 * C * H          # qkv + attention out + the two FFN matrices
     head = C * cfg.vocab_size + (C * C if cfg.kind == 'bert' else 0)  # tied decoder (+ BERT's MLM dense)

@@ -457,8 +457,7 @@ def plan(args, cfg):
         if i:
             lr = lr_at(st.start, args, budget, since_growth=0)
             lines.append(f"  {growth_words(stages[i - 1], st, op)}; lr {lr:.2e}")
-        steps = flops / budget.step_flops[i]
-        depths = stage_depths(args, cfg, st)
+        steps, depths = flops / budget.step_flops[i], stage_depths(args, cfg, st)
         mean = mean_depth(depths)
         lines.append(f"stage {i + 1}/{len(stages)}: clock {st.start:g}-{st.end:g}, {steps:,.0f} steps, "
                      f"{flops:.3e} FLOPs ({100 * flops / sum(spent):.0f}% of the run); "

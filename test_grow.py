@@ -943,9 +943,45 @@ def test_completep_keeps_the_residual_stream_in_scale_as_depth_doubles_and_acros
     assert 0.5 < residual_rms(deep, x) / residual_rms(shallow, x) < 2
 
 
-def test_completep_is_refused_where_it_is_not_defined(capsys, corpus):
-    fails(capsys, ['--data', corpus, '--scaling', 'completep', '--method', 'compound'], '--scaling completep',
-          'width')
+def test_completep_width_rules_keep_the_residual_stream_in_scale_as_width_grows_and_across_a_widening():
+    """muP's half of the coordinate check (Yang et al. 2022): under CompleteP's width rules (base width 32) the
+    residual stream's RMS after 10 AdamW steps at one rate stays within a factor 2.5 as the width grows 32 ->
+    256 (head size fixed), where the standard parameterisation's grows more than twentyfold. The blocks'
+    matrices take AdamW's rate / m (m: n_embd over the base's) and its decay x m, the readout x 1/m; a widening
+    to the base width keeps the stream within a factor 2 and brings m to 1."""
+    x = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(0))
+    spread = {}
+    for base in (None, 32):
+        trained = []
+        for C in (32, 64, 128, 256):
+            torch.manual_seed(0)
+            model = Transformer(Config(n_layer=4, n_embd=C, n_head=C // 16, d_ff=4 * C, block_size=64,
+                                       base_depth=base and 4, base_width=base))
+            opt = make_optimizer(model, 1e-2, 0.0)
+            for _ in range(10):
+                model(x, x)[1].backward()
+                opt.step()
+                opt.zero_grad()
+            trained.append(residual_rms(model, x))
+        spread[base] = max(trained) / min(trained)
+    assert spread[32] < 2.5 and spread[None] > 20, spread
+    torch.manual_seed(0)
+    narrow = Transformer(Config(n_layer=4, n_embd=32, n_head=2, d_ff=64, block_size=64, base_depth=4,
+                                base_width=64))
+    opt = make_optimizer(narrow, 1e-2, 0.1)
+    rates = {(g.get('rate', 1), g['weight_decay'], len(g['params'])) for g in opt.param_groups}
+    assert rates == {(2.0, 0.05, 4 * 4), (1, 0.1, 2), (1, 0.0, 4 * 8 + 2)}, rates
+    assert torch.equal(narrow.readout, narrow.wte.weight * 2)
+    for _ in range(10):
+        narrow(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    wide, _ = widen(narrow, 64, 256)
+    assert 0.5 < residual_rms(wide, x) / residual_rms(narrow, x) < 2
+    assert {g.get('rate', 1) for g in make_optimizer(wide, 1e-2, 0.1).param_groups} == {1}
+
+
+def test_completep_is_refused_with_paths(capsys, corpus):
     fails(capsys, ['--data', corpus, '--scaling', 'completep', '--method', 'raptr'], '--scaling completep', 'path')
 
 
@@ -990,6 +1026,9 @@ RESUME_CASES = {  # flags, and the step after which the run is stopped
     'bert apollo, inside stage 3': ([*APOLLO, '--model', 'bert', '--max_steps', 24, '--eval_interval', 6], 7),
     'gpt compound, hidden size too': ([*COMPOUND, '--model', 'gpt', '--max_steps', 20, '--eval_interval', 5,
                                        '--embd_stages', '0.5,1,1'], 1),
+    'gpt compound under completep by adamw, hidden size too': ([*COMPOUND, '--scaling', 'completep', '--optimizer',
+                                                               'adamw', '--max_steps', 20, '--eval_interval', 5,
+                                                               '--embd_stages', '0.5,1,1'], 1),
     'bert compound, pooled length': ([*COMPOUND, '--model', 'bert', '--length_op', 'pool', '--pos', 'learned',
                                       '--max_steps', 20, '--eval_interval', 5], 1),
     'bert apollo, width and length': ([*COMPOUND, '--method', 'apollo', '--n_layer', 8, '--model', 'bert',
