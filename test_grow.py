@@ -911,6 +911,15 @@ def residual_rms(model, x):
     return h.pow(2).mean().sqrt().item()
 
 
+def rms_after_steps(model, x, opt, steps=10):
+    """The residual stream's RMS after `steps` optimizer steps on the batch x (the coordinate checks')."""
+    for _ in range(steps):
+        model(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    return residual_rms(model, x)
+
+
 def test_completep_keeps_the_residual_stream_in_scale_as_depth_doubles_and_across_a_growth():
     """The coordinate check (Dey et al. 2025): under CompleteP (branches x base / depth) the residual stream's
     RMS at init and after 10 steps at one rate stays within a factor 2 as depth doubles 4 -> 32, where the
@@ -923,24 +932,15 @@ def test_completep_keeps_the_residual_stream_in_scale_as_depth_doubles_and_acros
             torch.manual_seed(0)
             model = Transformer(Config(n_layer=L, n_embd=64, n_head=4, d_ff=256, block_size=64, base_depth=base))
             at_init.append(residual_rms(model, x))
-            opt = make_optimizer(model, 1e-2, 0.0)
-            for _ in range(10):
-                model(x, x)[1].backward()
-                opt.step()
-                opt.zero_grad()
-            trained.append(residual_rms(model, x))
+            trained.append(rms_after_steps(model, x, make_optimizer(model, 1e-2, 0.0)))
         spread[base] = max(at_init) / min(at_init), max(trained) / min(trained)
     assert max(spread[4]) < 2 and spread[None][1] > 10, spread
     torch.manual_seed(0)
     shallow = Transformer(Config(n_layer=8, n_blocks=4, n_embd=64, n_head=4, d_ff=256, block_size=64,
                                  base_depth=8))
-    opt = make_optimizer(shallow, 1e-2, 0.0)
-    for _ in range(10):
-        shallow(x, x)[1].backward()
-        opt.step()
-        opt.zero_grad()
+    trained = rms_after_steps(shallow, x, make_optimizer(shallow, 1e-2, 0.0))
     deep, _ = deepen(shallow, 8, 'stack')
-    assert 0.5 < residual_rms(deep, x) / residual_rms(shallow, x) < 2
+    assert 0.5 < residual_rms(deep, x) / trained < 2
 
 
 def test_completep_width_rules_keep_the_residual_stream_in_scale_as_width_grows_and_across_a_widening():
@@ -957,12 +957,7 @@ def test_completep_width_rules_keep_the_residual_stream_in_scale_as_width_grows_
             torch.manual_seed(0)
             model = Transformer(Config(n_layer=4, n_embd=C, n_head=C // 16, d_ff=4 * C, block_size=64,
                                        base_depth=base and 4, base_width=base))
-            opt = make_optimizer(model, 1e-2, 0.0)
-            for _ in range(10):
-                model(x, x)[1].backward()
-                opt.step()
-                opt.zero_grad()
-            trained.append(residual_rms(model, x))
+            trained.append(rms_after_steps(model, x, make_optimizer(model, 1e-2, 0.0)))
         spread[base] = max(trained) / min(trained)
     assert spread[32] < 2.5 and spread[None] > 20, spread
     torch.manual_seed(0)
@@ -972,12 +967,9 @@ def test_completep_width_rules_keep_the_residual_stream_in_scale_as_width_grows_
     rates = {(g.get('rate', 1), g['weight_decay'], len(g['params'])) for g in opt.param_groups}
     assert rates == {(2.0, 0.05, 4 * 4), (1, 0.1, 2), (1, 0.0, 4 * 8 + 2)}, rates
     assert torch.equal(narrow.readout, narrow.wte.weight * 2)
-    for _ in range(10):
-        narrow(x, x)[1].backward()
-        opt.step()
-        opt.zero_grad()
+    trained = rms_after_steps(narrow, x, opt)
     wide, _ = widen(narrow, 64, 256)
-    assert 0.5 < residual_rms(wide, x) / residual_rms(narrow, x) < 2
+    assert 0.5 < residual_rms(wide, x) / trained < 2
     assert {g.get('rate', 1) for g in make_optimizer(wide, 1e-2, 0.1).param_groups} == {1}
 
 
