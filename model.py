@@ -379,13 +379,13 @@ FFN_TILES = {'mlp.c_fc.weight': [(0, 1, False)], 'mlp.c_fc.bias': [(0, 1, False)
 def tiling(model, n_embd, d_ff):
     """Each parameter's tiling, (dim, n, groups, split) entries, when n_embd (head_dim fixed) and d_ff are
     multiplied by whole numbers: the output stays the same (the stream becomes [x, x], and ln_f is halved
-    for the tied decoder)."""
-    e, f = n_embd // model.cfg.n_embd, d_ff // model.cfg.d_ff
-    tiles = {}
+    for the tied decoder; under muP's width rules the readout's 1/m halves instead, and ln_f is copied)."""
+    e, f, tiles = n_embd // model.cfg.n_embd, d_ff // model.cfg.d_ff, {}
     for name, _ in model.named_parameters():
         leaf = name.split('.', 2)[-1] if name.startswith('blocks.') else name
-        tiles[name] = [(d, e, g, s) for d, g, s in EMBD_TILES.get(leaf, [(0, 1, False)]) if e > 1] + \
-            [(d, f, g, s) for d, g, s in FFN_TILES.get(leaf, []) if f > 1]
+        copied = model.cfg.base_width and leaf.startswith('ln_f.')  # (muP's readout: see above)
+        tiles[name] = [(d, e, g, s and not copied) for d, g, s in EMBD_TILES.get(leaf, [(0, 1, False)])
+                       if e > 1] + [(d, f, g, s) for d, g, s in FFN_TILES.get(leaf, []) if f > 1]
     return tiles
 
 
