@@ -41,8 +41,7 @@ from schedule import (GROWN, METHODS, Budget, changes, draw_step, evaluation_dep
 def train(args, request=None, hook=None):
     """Train as the flags say; returns a summary dict. A stop `request` (SIGTERM, SIGINT) ends the run after a
     step with a checkpoint, raising Interrupted. `hook(run)` runs after each log line (bench.py's)."""
-    request = request or StopRequest()
-    run = start(args)
+    run, request = start(args), request or StopRequest()
     rt, progress, model, optimizer = run.rt, run.progress, run.model, run.optimizer
     net = rt.wrap(model)  # DDP's wrapper under torchrun, the model itself otherwise
     while True:
@@ -293,8 +292,7 @@ def grow_at_boundary(run, i):
     settle(run)
     stage_summary(run)
     old, new = run.stages[progress.stage_index], run.stages[i]
-    at = evaluation_depth(args, run.model.cfg)
-    loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **at)
+    loss_before, grad_before = loss_and_grad_norm(run.model, probe, rt, **evaluation_depth(args, run.model.cfg))
     run.model, run.optimizer, src = grow_to(new, run.model, run.optimizer, run.depth_op, args)
     if args.compile:
         compile_model(run.model, new, probe, rt, METHODS[args.method].draws)

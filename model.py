@@ -357,6 +357,8 @@ def new_block(cfg, op):
     with torch.no_grad():
         for name, p in block.named_parameters() if op == 'identity' else ():
             p.zero_() if name.endswith('bias') else p.normal_(0.0, p.size(0) ** -0.5)
+        for p in (p for p in block.parameters() if p.dim() == 2 and op == 'fresh'):  # muP: variance / m
+            p.div_(math.sqrt(cfg.width_mult))
         for p in (*block.attn.c_proj.parameters(), *block.mlp.c_proj.parameters()):  # weights and biases
             p.zero_()
     return block

@@ -35,7 +35,7 @@ import runtime
 import sample
 import schedule
 from model import (Config, Transformer, carry_moments, deepen, flops_per_step, growth_map, make_optimizer,
-                   map_layers, middle_copy, path_scales, rope_tables, rotate, widen)
+                   map_layers, middle_copy, new_block, path_scales, rope_tables, rotate, widen)
 from schedule import depth_probabilities, draw_depth, random_path
 
 
@@ -967,6 +967,8 @@ def test_completep_width_rules_keep_the_residual_stream_in_scale_as_width_grows_
     rates = {(g.get('rate', 1), g['weight_decay'], len(g['params'])) for g in opt.param_groups}
     assert rates == {(2.0, 0.05, 4 * 4), (1, 0.1, 2), (1, 0.0, 4 * 8 + 2)}, rates
     assert torch.equal(narrow.readout, narrow.wte.weight * 2)
+    for block in (narrow.blocks[0], new_block(narrow.cfg, 'fresh')):  # init variance / m, a fresh block's too
+        assert block.attn.c_attn.weight.std().item() == pytest.approx(0.02 * 2 ** 0.5, rel=0.05)
     rms_after_steps(narrow, x, opt)
     wide, _ = widen(narrow, 64, 256)  # exact: the readout's 1/m halves, ln_f is copied rather than halved
     torch.testing.assert_close(wide(x, x)[0], narrow(x, x)[0], rtol=1e-4, atol=1e-4)
