@@ -207,7 +207,7 @@ class Transformer(nn.Module):
             if name.endswith('c_proj.weight') and not cfg.base_depth:
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
             elif name.startswith('blocks.') and p.dim() == 2 and cfg.width_mult != 1:  # muP: variance / m
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(cfg.width_mult))
+                p.data.div_(math.sqrt(cfg.width_mult))  # (as `new_block` does: no draw of its own)
 
     @staticmethod
     def _init_weights(m):
