@@ -93,7 +93,9 @@ CPU = runtime.Runtime('cpu', 'float32')
 
 
 # the model options beside the defaults: every growth guarantee must hold under each of them
-OPTIONS = {'rope': dict(pos='rope'), 'other LN': dict(pre_ln='flip')}
+# (CompleteP at m = 1/2: its depth rule at the base depth, muP's width rules at half the base width)
+OPTIONS = {'rope': dict(pos='rope'), 'other LN': dict(pre_ln='flip'),
+           'CompleteP': dict(base_depth=3, base_width=64)}
 
 
 def small(kind, **kw):
