@@ -56,7 +56,8 @@ def model_flags(a):
     a('--scaling', default='standard', choices=('standard', 'completep'), help='completep (Dey et al. 2025, '
       'alpha = 1, with muP\'s width rules; the target is the base): residual branches x L / d for the depth d '
       'run, the hidden rate constant in depth; the readout x 1/m, the blocks\' matrices\' init variance and '
-      'AdamW rate x 1/m (m: n_embd over the target\'s), AdamW\'s epsilon x L / (k m) for k blocks')
+      'AdamW rate x 1/m (m: n_embd over the target\'s), AdamW\'s epsilon x L / (k m) for k blocks; '
+      'attention keeps 1/sqrt(head size), not muP\'s 1/head size: a widening keeps the head size')
     a('--mask_rate', type=float, default=0.15, help='BERT: share of positions masked and predicted in '
       'training (80%% [MASK], 10%% random, 10%% kept); evaluation always masks 15%%')
 
