@@ -44,14 +44,6 @@ QUARTERS = (25, 50, 75, 100)
 
 # ----------------------------------------------------------------------------- reading runs
 
-def read_run(folder):
-    """Evaluations, growths and stages of one run, from its log.jsonl."""
-    with open(os.path.join(folder, 'log.jsonl')) as f:
-        records = [json.loads(line) for line in f]
-    pick = lambda kind: [r for r in records if r['type'] == kind]  # noqa: E731
-    return dict(evals=pick('eval'), growths=pick('growth'), stages=pick('stage'))
-
-
 def read_runs(out_dir, methods=None):
     """{method: {seed: run}}: out_dir/<method>/seed<S>/log.jsonl. Scratch comes first; every method needs
     scratch's seeds."""
@@ -62,7 +54,7 @@ def read_runs(out_dir, methods=None):
             seeds = sorted(int(d[4:]) for d in os.listdir(folder) if d.startswith('seed') and d[4:].isdigit()
                            and os.path.isfile(os.path.join(folder, d, 'log.jsonl')))
             if seeds:
-                found[m] = {s: read_run(os.path.join(folder, f'seed{s}')) for s in seeds}
+                found[m] = {s: runtime.read_log(os.path.join(folder, f'seed{s}')) for s in seeds}
     if BASELINE not in found:
         raise ValueError(f"{out_dir} holds no scratch run: it defines the target loss L*")
     for m, runs in found.items():
@@ -80,7 +72,8 @@ def read_curves(out_dir):
     for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         for steps_dir in os.listdir(os.path.join(root, seed_dir)):
             folder = os.path.join(root, seed_dir, steps_dir)
-            last = read_run(folder)['evals'][-1] if os.path.isfile(os.path.join(folder, 'log.jsonl')) else None
+            logged = os.path.isfile(os.path.join(folder, 'log.jsonl'))
+            last = runtime.read_log(folder)['evals'][-1] if logged else None
             if last and f"steps{last['step']}" == steps_dir:  # (finished)
                 curves.setdefault(int(seed_dir[4:]), []).append((last['flops'], last['val_loss']))
     return curves
@@ -425,7 +418,7 @@ def tokens_per_param(out_dir):
     cfg = torch.load(os.path.join(folder, 'ckpt.pt'), map_location='cpu', weights_only=False)['config']
     with torch.device('meta'):  # the size without allocating it
         n = num_params(Transformer(Config(**cfg)))
-    return read_run(folder)['evals'][-1]['tokens'] / n
+    return runtime.read_log(folder)['evals'][-1]['tokens'] / n
 
 
 def sweep_methods(sweep):
@@ -551,7 +544,7 @@ def train_curve(args):
 def finished(folder, steps):
     """Whether the run in `folder` has logged its evaluation at `steps` (a finished run)."""
     log = os.path.join(folder, 'log.jsonl')
-    return os.path.isfile(log) and any(e['step'] == steps for e in read_run(folder)['evals'])
+    return os.path.isfile(log) and any(e['step'] == steps for e in runtime.read_log(folder)['evals'])
 
 
 def method_args(args, m, seed):

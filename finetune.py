@@ -364,7 +364,7 @@ def run_one(out_dir, args):
                   lr=lr,
                   accuracy=accuracy, metric=task['metric'], value=value, n_train=len(train), n_test=len(test),
                   majority=float(np.mean(np.asarray(truth) == most)), seconds=time.perf_counter() - start,
-                  val_loss=compare.read_run(out_dir)['evals'][-1]['val_loss'], settings=settings)
+                  val_loss=runtime.read_log(out_dir)['evals'][-1]['val_loss'], settings=settings)
     print(f"{args.task}: {result['method']} (pretraining seed {result['pretrain_seed']}), fine-tuning seed "
           f"{args.seed}: accuracy {accuracy:.1%}" + (f", {task['metric']} {value:.3f}" if task['metric'] !=
                                                       'accuracy' else "") +

@@ -367,6 +367,14 @@ class Log:
         return record
 
 
+def read_log(folder):
+    """The evaluations, growths and stages of the run in `folder`, from its log.jsonl."""
+    with open(os.path.join(folder, 'log.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    return {k: [r for r in records if r['type'] == t] for k, t in
+            (('evals', 'eval'), ('growths', 'growth'), ('stages', 'stage'))}
+
+
 @dataclass
 class LogWindow:
     """The steps since the last train log line: the counters where it began, each step's depths, rate, loss
@@ -422,9 +430,7 @@ def plot_run(out_dir):
     plt = pyplot()
     if plt is None:
         return None
-    with open(os.path.join(out_dir, 'log.jsonl')) as f:
-        records = [json.loads(line) for line in f]
-    evals, growths, stages = ([r for r in records if r['type'] == t] for t in ('eval', 'growth', 'stage'))
+    evals, growths, stages = read_log(out_dir).values()
     xs, ys = [e['flops'] for e in evals], [e['val_loss'] for e in evals]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
     top.plot(xs, ys, marker='.', lw=1.6)
