@@ -134,7 +134,7 @@ def training_flags(a):
     a('--weight_decay', type=float, default=0.1)
     a('--recipe', default=None, choices=tuple(RECIPES), help='a paper\'s training recipe: the flags it sets '
       'unless typed (bu: Bu\'s one-layer recipe, Muon, WSD with 2%% warmup and a 10%% decay to 0, weight decay '
-      '0.01, no clipping, onelayer\'s growth at 0.9)')
+      '0.01, no clipping (with --optimizer adamw add --grad_clip 1: RESULTS.md), onelayer\'s growth at 0.9)')
     a('--optimizer', default=None, choices=('adamw', 'muon'), help='GPT\'s default muon: Muon for the blocks\' '
       'matrices at --muon_lr, AdamW for the rest at --lr (nanochat\'s split); BERT\'s default adamw: all AdamW')
     a('--muon_lr', type=float, default=None, help='--optimizer muon: the matrices\' peak rate (default 0.02, '
