@@ -72,10 +72,9 @@ def read_curves(out_dir):
     for seed_dir in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         for steps_dir in os.listdir(os.path.join(root, seed_dir)):
             folder = os.path.join(root, seed_dir, steps_dir)
-            logged = os.path.isfile(os.path.join(folder, 'log.jsonl'))
-            last = runtime.read_log(folder)['evals'][-1] if logged else None
-            if last and f"steps{last['step']}" == steps_dir:  # (finished)
-                curves.setdefault(int(seed_dir[4:]), []).append((last['flops'], last['val_loss']))
+            evals = runtime.read_log(folder)['evals']
+            if evals and f"steps{evals[-1]['step']}" == steps_dir:  # (finished)
+                curves.setdefault(int(seed_dir[4:]), []).append((evals[-1]['flops'], evals[-1]['val_loss']))
     return curves
 
 
@@ -543,8 +542,7 @@ def train_curve(args):
 
 def finished(folder, steps):
     """Whether the run in `folder` has logged its evaluation at `steps` (a finished run)."""
-    log = os.path.join(folder, 'log.jsonl')
-    return os.path.isfile(log) and any(e['step'] == steps for e in runtime.read_log(folder)['evals'])
+    return any(e['step'] == steps for e in runtime.read_log(folder)['evals'])
 
 
 def method_args(args, m, seed):

@@ -368,11 +368,12 @@ class Log:
 
 
 def read_log(folder):
-    """The evaluations, growths and stages of the run in `folder`, from its log.jsonl."""
-    with open(os.path.join(folder, 'log.jsonl')) as f:
-        records = [json.loads(line) for line in f]
-    return {k: [r for r in records if r['type'] == t] for k, t in
-            (('evals', 'eval'), ('growths', 'growth'), ('stages', 'stage'))}
+    """The evaluations, growths and stages of the run in `folder`, from its log.jsonl (none before it has one)."""
+    path = os.path.join(folder, 'log.jsonl')
+    with open(path) if os.path.isfile(path) else nullcontext([]) as lines:
+        records = [json.loads(line) for line in lines]
+    pick = lambda kind: [r for r in records if r['type'] == kind]  # noqa: E731
+    return dict(evals=pick('eval'), growths=pick('growth'), stages=pick('stage'))
 
 
 @dataclass
@@ -430,7 +431,8 @@ def plot_run(out_dir):
     plt = pyplot()
     if plt is None:
         return None
-    evals, growths, stages = read_log(out_dir).values()
+    log = read_log(out_dir)
+    evals, growths, stages = log['evals'], log['growths'], log['stages']
     xs, ys = [e['flops'] for e in evals], [e['val_loss'] for e in evals]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 1))
     top.plot(xs, ys, marker='.', lw=1.6)
